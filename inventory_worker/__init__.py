@@ -1,0 +1,1 @@
+"""The inventory worker: takes the stock of every line on payment.completed."""

@@ -1,0 +1,5 @@
+import sys
+
+from inventory_worker.main import main
+
+sys.exit(main())

@@ -1,0 +1,12 @@
+"""Wiring of the inventory worker process: settings, client, runner."""
+
+from __future__ import annotations
+
+from inventory_worker.handlers import HANDLERS
+from streams import keys
+from streams.settings import WorkerSettings
+from streams.worker import serve
+
+
+def main() -> int:
+    return serve(keys.INVENTORY_GROUP, HANDLERS, WorkerSettings())

@@ -1,0 +1,1 @@
+"""The payment worker: charges on order.created, refunds on inventory.rejected."""

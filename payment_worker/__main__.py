@@ -1,0 +1,5 @@
+import sys
+
+from payment_worker.main import main
+
+sys.exit(main())

@@ -1,0 +1,12 @@
+"""Wiring of the payment worker process: settings, client, runner."""
+
+from __future__ import annotations
+
+from payment_worker.handlers import HANDLERS
+from streams import keys
+from streams.settings import WorkerSettings
+from streams.worker import serve
+
+
+def main() -> int:
+    return serve(keys.PAYMENT_GROUP, HANDLERS, WorkerSettings())

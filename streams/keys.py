@@ -1,0 +1,109 @@
+"""Every stream, consumer group and key name of the system, built in one place.
+
+Keeping them here is what lets the project move to Redis Cluster later (hash
+tags on the order id) by changing this module only. Nothing else writes a key
+name as a string literal.
+"""
+
+from __future__ import annotations
+
+# Streams. The defaults are the plain names of DESIGN.md so that
+# `redis-cli XRANGE orders.created - +` works as the README says.
+ORDERS_CREATED = "orders.created"
+PAYMENTS_COMPLETED = "payments.completed"
+PAYMENTS_FAILED = "payments.failed"
+INVENTORY_RESERVED = "inventory.reserved"
+INVENTORY_REJECTED = "inventory.rejected"
+PAYMENTS_REFUNDED = "payments.refunded"
+
+ALL_STREAMS = (
+    ORDERS_CREATED,
+    PAYMENTS_COMPLETED,
+    PAYMENTS_FAILED,
+    INVENTORY_RESERVED,
+    INVENTORY_REJECTED,
+    PAYMENTS_REFUNDED,
+)
+
+# A message that could not be handled moves to "<stream>.dead", with the reason.
+DEAD_SUFFIX = ".dead"
+
+# Consumer groups: one per kind of worker; replicas share their group.
+PAYMENT_GROUP = "payment"
+INVENTORY_GROUP = "inventory"
+ORDER_STATUS_GROUP = "order-status"
+
+# Catalog records are redis-om hash models; these prefixes go into their Meta
+# so that keys do not change when code moves ("shop:product:item1").
+GLOBAL_PREFIX = "shop"
+PRODUCT_PREFIX = "product"
+CUSTOMER_PREFIX = "customer"
+
+# Hash fields the workers change atomically in Lua; they must match the field
+# names of the redis-om models (a test checks it).
+STOCK_FIELD = "stock"
+BALANCE_FIELD = "balance_cents"
+
+
+def dead(stream: str) -> str:
+    """The dead-letter stream of ``stream``."""
+    return stream + DEAD_SUFFIX
+
+
+def is_dead(stream: str) -> bool:
+    return stream.endswith(DEAD_SUFFIX)
+
+
+def product(product_id: str) -> str:
+    """Hash of one product (redis-om ``Product``): name, price_cents, stock."""
+    return f"{GLOBAL_PREFIX}:{PRODUCT_PREFIX}:{product_id}"
+
+
+def product_pattern() -> str:
+    return f"{GLOBAL_PREFIX}:{PRODUCT_PREFIX}:*"
+
+
+def customer(customer_id: str) -> str:
+    """Hash of one customer (redis-om ``Customer``): name, email, balance_cents."""
+    return f"{GLOBAL_PREFIX}:{CUSTOMER_PREFIX}:{customer_id}"
+
+
+def order(order_id: str) -> str:
+    """Hash of one order: customer, lines (JSON), total, status, reason, times."""
+    return f"{GLOBAL_PREFIX}:order:{order_id}"
+
+
+def order_history(order_id: str) -> str:
+    """Hash event_id -> JSON of each event that touched the order. HSETNX on the
+    event id is what makes the projector idempotent."""
+    return f"{GLOBAL_PREFIX}:order:{order_id}:history"
+
+
+def orders_index() -> str:
+    """Sorted set of every order id, scored by creation time in milliseconds."""
+    return f"{GLOBAL_PREFIX}:orders"
+
+
+def orders_by_status_prefix() -> str:
+    """Prefix of the per-status sorted sets; the status name is appended."""
+    return f"{GLOBAL_PREFIX}:orders:status:"
+
+
+def orders_by_status(status: str) -> str:
+    return orders_by_status_prefix() + status
+
+
+def customer_orders(customer_id: str) -> str:
+    """Sorted set of one customer's order ids, scored by creation time."""
+    return f"{GLOBAL_PREFIX}:orders:customer:{customer_id}"
+
+
+def payment(order_id: str) -> str:
+    """The payment worker's record for one order (charged, declined, refunded).
+    Its existence is what makes a second delivery change nothing."""
+    return f"{GLOBAL_PREFIX}:payment:{order_id}"
+
+
+def reservation(order_id: str) -> str:
+    """The inventory worker's record for one order (reserved or rejected)."""
+    return f"{GLOBAL_PREFIX}:reservation:{order_id}"

@@ -1,0 +1,61 @@
+"""Middleware the runner applies to every message, in order.
+
+Each is a generator function taking the ``Delivery``: what comes before its
+``yield`` runs before the handler, what comes after runs once the outcome is
+committed to Redis (or has failed), innermost first. Pass your own in the
+``middleware`` list of ``Consumer``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator
+
+from streams import keys
+from streams.consumer import Delivery
+from streams.outcomes import Ack, Apply, Reject
+
+log = logging.getLogger("streams.handled")
+
+
+def timing(delivery: Delivery) -> Generator[None, Delivery, None]:
+    """Measure the time from the handler's start to the commit of its batch."""
+    started = time.perf_counter()
+    yield
+    delivery.elapsed_ms = (time.perf_counter() - started) * 1000
+
+
+def log_outcome(delivery: Delivery) -> Generator[None, Delivery, None]:
+    """One readable line per message handled, naming the order and what happened."""
+    yield
+    outcome, group, order = delivery.outcome, delivery.group, delivery.order_id
+    extra = {
+        "group": group,
+        "order_id": order,
+        "stream": delivery.stream,
+        "entry_id": delivery.entry_id,
+        "elapsed_ms": round(delivery.elapsed_ms, 2),
+    }
+    if delivery.error is not None:
+        log.error(
+            "%-9s order=%s failed on delivery %d (%s: %s); will retry",
+            group, order, delivery.deliveries, type(delivery.error).__name__, delivery.error,
+            extra=extra | {"outcome": "error"},
+        )
+    elif isinstance(outcome, Apply):
+        log.info(
+            "%-9s order=%s %s", group, order, outcome.describe(delivery.result),
+            extra=extra | {"outcome": "applied"},
+        )
+    elif isinstance(outcome, Reject):
+        log.warning(
+            "%-9s order=%s %s %s dead-lettered to %s: %s",
+            group, order, delivery.stream, delivery.entry_id, keys.dead(delivery.stream),
+            outcome.reason, extra=extra | {"outcome": "dead_letter"},
+        )
+    elif isinstance(outcome, Ack):
+        log.info("%-9s order=%s %s", group, order, outcome.note, extra=extra | {"outcome": "ack"})
+
+
+DEFAULT = (timing, log_outcome)

@@ -1,0 +1,47 @@
+"""What a handler says about a message; the runner maps it to Redis.
+
+- ``Apply``: run a Lua step (state change + outcome event) atomically with
+  the acknowledgement;
+- ``Ack``: nothing to change, acknowledge (with a note for the log);
+- ``Reject``: the message can never succeed; move it to ``<stream>.dead``;
+- raising an exception: leave it pending; it is delivered again later, up to
+  the runner's ``max_deliveries``, then dead-lettered with the error.
+
+Handler code never calls XACK itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from streams.envelope import Header
+from streams.scripts import Step
+
+
+def _describe_result(result: list) -> str:
+    return " ".join(str(part) for part in result)
+
+
+@dataclass(frozen=True, slots=True)
+class Apply:
+    step: Step
+    keys: Sequence[str]
+    args: Sequence[str | int]
+    # The header of the event the step may publish.
+    header: Header
+    # Turns the step's result into the rest of the log line.
+    describe: Callable[[list], str] = field(default=_describe_result)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    reason: str
+
+
+Outcome = Apply | Ack | Reject
