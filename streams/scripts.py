@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
+
+import redis
 
 # KEYS[1] is the input stream; ARGV[1..2] are the group and entry id;
 # ARGV[3..7] the header of the event the step may publish.
@@ -92,3 +95,11 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return id
 """,
 )
+
+
+async def evaluate(client: Any, script: Script | Step, keys: list[str], args: list[Any]) -> Any:
+    """EVALSHA on an asyncio client, loading the script once if the server lacks it."""
+    try:
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        return await client.eval(script.source, len(keys), *keys, *args)

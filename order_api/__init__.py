@@ -1,0 +1,1 @@
+"""The order API (FastAPI) and the order status projector."""

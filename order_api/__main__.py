@@ -1,0 +1,5 @@
+import sys
+
+from order_api.main import main
+
+sys.exit(main())

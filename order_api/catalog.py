@@ -1,0 +1,109 @@
+"""Products and customers: the catalog the API owns (stock and balances
+change later only in the workers' atomic steps)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio
+
+from order_api.errors import Conflict, NotFound
+from order_api.models import Customer, Product, to_hash
+from order_api.schemas import CustomerIn, ProductIn, ProductPatch
+from streams import keys
+from streams.scripts import Script, evaluate
+
+CREATE = Script(
+    "create_if_absent",
+    """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+""",
+)
+
+UPDATE = Script(
+    "update_if_present",
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+""",
+)
+
+RESTOCK = Script(
+    "restock",
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+""",
+)
+
+
+async def add_product(r: redis.asyncio.Redis, body: ProductIn) -> Product:
+    fields = body.model_dump(exclude={"id"})
+    product = Product(pk=body.id, **fields) if body.id else Product(**fields)
+    if not await evaluate(r, CREATE, [keys.product(product.pk)], to_hash(product)):
+        raise Conflict(f"product {product.pk!r} already exists; PATCH it or choose another id")
+    return product
+
+
+async def get_product(r: redis.asyncio.Redis, product_id: str) -> Product:
+    found = await r.hgetall(keys.product(product_id))
+    if not found:
+        raise NotFound(f"product {product_id!r} not found")
+    return Product.model_validate(found)
+
+
+async def list_products(r: redis.asyncio.Redis) -> list[Product]:
+    # A SCAN over the catalog: fine for a shop's products, not for orders.
+    product_keys = sorted([key async for key in r.scan_iter(keys.product_pattern(), count=500)])
+    async with r.pipeline(transaction=False) as pipe:
+        for key in product_keys:
+            pipe.hgetall(key)
+        found = await pipe.execute()
+    return [Product.model_validate(fields) for fields in found if fields]
+
+
+async def update_product(r: redis.asyncio.Redis, product_id: str, body: ProductPatch) -> Product:
+    changes = body.model_dump(exclude_none=True)
+    args = [part for name, value in changes.items() for part in (name, str(value))]
+    if not await evaluate(r, UPDATE, [keys.product(product_id)], args):
+        raise NotFound(f"product {product_id!r} not found")
+    return await get_product(r, product_id)
+
+
+async def restock(r: redis.asyncio.Redis, product_id: str, quantity: int) -> Product:
+    stock = await evaluate(r, RESTOCK, [keys.product(product_id)], [keys.STOCK_FIELD, quantity])
+    if stock is None:
+        raise NotFound(f"product {product_id!r} not found")
+    return await get_product(r, product_id)
+
+
+async def add_customer(r: redis.asyncio.Redis, body: CustomerIn) -> Customer:
+    fields = body.model_dump(exclude={"id"})
+    customer = Customer(pk=body.id, **fields) if body.id else Customer(**fields)
+    if not await evaluate(r, CREATE, [keys.customer(customer.pk)], to_hash(customer)):
+        raise Conflict(f"customer {customer.pk!r} already exists; choose another id")
+    return customer
+
+
+async def get_customer(r: redis.asyncio.Redis, customer_id: str) -> Customer:
+    found = await r.hgetall(keys.customer(customer_id))
+    if not found:
+        raise NotFound(f"customer {customer_id!r} not found")
+    return Customer.model_validate(found)
+
+
+async def prices(
+    r: redis.asyncio.Redis, customer_id: str, product_ids: Sequence[str]
+) -> tuple[bool, dict[str, int | None]]:
+    """Whether the customer exists, and each product's current price (None if unknown)."""
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.exists(keys.customer(customer_id))
+        for product_id in product_ids:
+            pipe.hget(keys.product(product_id), "price_cents")
+        exists, *found = await pipe.execute()
+    return bool(exists), {
+        p: None if price is None else int(price) for p, price in zip(product_ids, found, strict=True)
+    }

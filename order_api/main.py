@@ -1,0 +1,99 @@
+"""The API process: the app, its error answers, and its uvicorn entry point."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio
+import redis.exceptions
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from order_api.errors import Conflict, NotFound, Unprocessable
+from order_api.routes import customers, health, orders, products
+from order_api.settings import ApiSettings
+from streams import logs
+from streams.connection import connect_async
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None) -> FastAPI:
+    """The app; tests pass their own client (fakeredis or a test server)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.redis = client or connect_async(settings.redis_url)
+        yield
+        if client is None:
+            await app.state.redis.aclose()
+
+    app = FastAPI(
+        title="Redis Streams shop",
+        version="0.1.0",
+        summary="Orders choreographed over Redis Streams. Money is integer cents; times are UTC.",
+        lifespan=lifespan,
+    )
+    for router in (products.router, customers.router, orders.router, health.router):
+        app.include_router(router)
+    _add_error_answers(app)
+    return app
+
+
+def _problem(status: int, detail: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
+
+
+def _add_error_answers(app: FastAPI) -> None:
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _problem(404, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return _problem(409, str(exc))
+
+    @app.exception_handler(Unprocessable)
+    async def unprocessable(_: Request, exc: Unprocessable) -> JSONResponse:
+        return _problem(422, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
+            problems.append(f"{where}: {err['msg']}")
+        return JSONResponse(
+            {"detail": "; ".join(problems), "errors": jsonable_errors(exc)}, status_code=422
+        )
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unreachable: %s", exc)
+        return _problem(503, "the data store is unreachable; try again shortly", **{
+            "Retry-After": "1"
+        })
+
+
+def jsonable_errors(exc: RequestValidationError) -> list[dict[str, object]]:
+    return [
+        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()
+    ]
+
+
+def main() -> int:
+    settings = ApiSettings()
+    logs.configure(settings.log_format, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # our handler, our format
+        access_log=False,
+    )
+    return 0

@@ -1,0 +1,150 @@
+"""The order status projector: group ``order-status`` reads every stream and
+moves each order's status and history.
+
+Idempotent and monotonic in one Lua step: the history is a hash keyed by
+event id (HSETNX: a duplicate finds its entry and changes nothing), and the
+status only moves to a higher rank (``orders.RANK``), so events arriving out
+of order across streams never move an order back.
+
+Run it with ``python -m order_api.projector``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from order_api.orders import RANK, STATUSES
+from streams import keys
+from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
+from streams.envelope import Envelope, Header, utc_now
+from streams.events import (
+    EVENTS,
+    InventoryRejected,
+    PaymentFailed,
+    PaymentRefunded,
+)
+from streams.outcomes import Ack, Apply, Outcome
+from streams.scripts import Step
+from streams.settings import WorkerSettings
+from streams.worker import serve
+
+_LUA_TABLE = ", ".join(f"{status} = {RANK[status]}" for status in STATUSES)
+_LUA_NAMES = ", ".join(f"'{status}'" for status in STATUSES)
+
+PROJECT = Step(
+    "project",
+    f"""
+-- K: order, history, then the index of each status (in the order of STATUSES)
+-- A: event id, event type, occurred at, new status, reason, now, order id
+local RANK = {{{_LUA_TABLE}}}
+local NAMES = {{{_LUA_NAMES}}}
+local INDEX = {{}}
+for i, name in ipairs(NAMES) do INDEX[name] = K[2 + i] end
+if redis.call('EXISTS', K[1]) == 0 then
+  return {{'dead_letter', 'order ' .. A[7] .. ' does not exist'}}
+end
+local entry = cjson.encode({{event_id = A[1], type = A[2], at = A[3], stream = input,
+                             entry_id = entry_id}})
+if redis.call('HSETNX', K[2], A[1], entry) == 0 then
+  return {{'duplicate', redis.call('HGET', K[1], 'status')}}
+end
+local current, new = redis.call('HGET', K[1], 'status'), A[4]
+if RANK[new] > RANK[current] then
+  redis.call('HSET', K[1], 'status', new, 'reason', A[5], 'updated_at', A[6])
+  redis.call('ZREM', INDEX[current], A[7])
+  redis.call('ZADD', INDEX[new], redis.call('HGET', K[1], 'created_ms'), A[7])
+  return {{'moved', current, new}}
+end
+if new == current and RANK[new] < 3 and A[5] ~= '' then
+  redis.call('HSET', K[1], 'reason', A[5], 'updated_at', A[6])
+  return {{'noted', current, A[5]}}
+end
+return {{'kept', current, new}}
+""",
+)
+
+
+def target(event: Envelope) -> tuple[str, str]:
+    """The status (and reason) an event asks for."""
+    payload = event.payload
+    match event.type:
+        case "order.created":
+            return "pending", ""
+        case "payment.completed":
+            return "paid", ""
+        case "payment.failed":
+            assert isinstance(payload, PaymentFailed)
+            return "rejected", f"payment declined: {payload.reason.replace('_', ' ')}"
+        case "inventory.reserved":
+            return "completed", ""
+        case "inventory.rejected":
+            assert isinstance(payload, InventoryRejected)
+            return "paid", (
+                f"{payload.reason.replace('_', ' ')}: {payload.product_id} (requested "
+                f"{payload.requested}, available {payload.available}); refund pending"
+            )
+        case "payment.refunded":
+            assert isinstance(payload, PaymentRefunded)
+            return "refunded", f"refunded: {payload.reason}"
+    raise ValueError(f"no status for event type {event.type!r}")
+
+
+def _apply(order_id: str, event_id: str, event_type: str, at: str, status: str,
+           reason: str) -> Apply:
+    return Apply(
+        PROJECT,
+        keys=[
+            keys.order(order_id),
+            keys.order_history(order_id),
+            *(keys.orders_by_status(s) for s in STATUSES),
+        ],
+        args=[event_id, event_type, at, status, reason, utc_now(), order_id],
+        # The projector publishes nothing; the header only fills the step's slots.
+        header=Header(event_id, order_id, at, event_id),
+        describe=describe,
+    )
+
+
+def project(event: Envelope) -> Outcome:
+    """Any event of the flow: record it in the order's history, move its status."""
+    status, reason = target(event)
+    return _apply(event.order_id, event.event_id, event.type, event.occurred_at, status, reason)
+
+
+def fail(dead: DeadLetter) -> Outcome:
+    """A dead letter: the order it names cannot go on; it shows ``failed``."""
+    if not dead.order_id:
+        return Ack(f"dead letter from {dead.stream} names no order: nothing to project")
+    stage = dead.group
+    return _apply(
+        dead.order_id,
+        f"dead:{dead.group}:{dead.stream}:{dead.entry_id}",
+        DEAD_LETTER_TYPE,
+        dead.failed_at,
+        "failed",
+        f"{stage} stage: {dead.reason}",
+    )
+
+
+def describe(result: list) -> str:
+    match result:
+        case ["moved", current, new]:
+            return f"status {current} → {new}"
+        case ["noted", current, reason]:
+            return f"status stays {current}: {reason}"
+        case ["kept", current, new]:
+            return f"status stays {current} (a late event asked for {new})"
+        case ["duplicate", current]:
+            return f"already recorded (status {current}): nothing changed"
+    return f"unexpected result {result!r}"
+
+
+HANDLERS = {**{event_type: project for event_type in EVENTS}, DEAD_LETTER_TYPE: fail}
+
+
+def main() -> int:
+    return serve(keys.ORDER_STATUS_GROUP, HANDLERS, WorkerSettings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

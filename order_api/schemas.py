@@ -1,0 +1,124 @@
+"""Request and response bodies of the HTTP API. Money is integer cents."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Ids end up inside Redis keys: no colons, no spaces.
+Id = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="1-64 letters, digits, '_', '.', '-'",
+        examples=["item1"],
+    ),
+]
+# Bounded so that any order total stays exact in Lua's doubles (< 2**53).
+PriceCents = Annotated[int, Field(strict=True, ge=0, le=100_000_000)]
+BalanceCents = Annotated[int, Field(strict=True, ge=0, le=10**13)]
+Quantity = Annotated[int, Field(strict=True, ge=1, le=10_000)]
+OrderStatus = Literal["pending", "paid", "failed", "completed", "rejected", "refunded"]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProductIn(Body):
+    id: Id | None = Field(None, description="Given (e.g. item1) or generated.")
+    name: str = Field(min_length=1, max_length=200)
+    price_cents: PriceCents
+    stock: int = Field(0, strict=True, ge=0, le=1_000_000_000)
+
+
+class ProductPatch(Body):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    price_cents: PriceCents | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ProductPatch:
+        if self.name is None and self.price_cents is None:
+            raise ValueError("give name or price_cents (or both)")
+        return self
+
+
+class Restock(Body):
+    quantity: int = Field(strict=True, ge=1, le=1_000_000)
+
+
+class ProductOut(BaseModel):
+    id: str
+    name: str
+    price_cents: int
+    stock: int
+
+
+class CustomerIn(Body):
+    id: Id | None = Field(None, description="Given (e.g. alice) or generated.")
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
+    balance_cents: BalanceCents = 0
+
+
+class CustomerOut(BaseModel):
+    id: str
+    name: str
+    email: str
+    balance_cents: int
+
+
+class LineIn(Body):
+    product_id: Id
+    quantity: Quantity
+
+
+class OrderIn(Body):
+    customer_id: Id
+    lines: list[LineIn] = Field(min_length=1, max_length=50)
+
+
+class LineOut(BaseModel):
+    product_id: str
+    quantity: int
+    price_cents: int = Field(description="Unit price captured when the order was placed.")
+
+
+class HistoryEntry(BaseModel):
+    type: str
+    at: str = Field(description="When the event occurred (UTC).")
+    stream: str
+    entry_id: str
+    event_id: str
+
+
+class OrderSummary(BaseModel):
+    id: str
+    customer_id: str
+    status: OrderStatus
+    reason: str
+    total_cents: int
+    lines: list[LineOut]
+    created_at: str
+    updated_at: str
+
+
+class OrderOut(OrderSummary):
+    history: list[HistoryEntry]
+
+
+class OrderPage(BaseModel):
+    items: list[OrderSummary]
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Problem(BaseModel):
+    detail: str

@@ -1,0 +1,12 @@
+"""Settings of the API process."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from streams.settings import Settings
+
+
+class ApiSettings(Settings):
+    api_host: str = Field("127.0.0.1", description="Address the API binds (API_HOST).")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of the API (API_PORT).")
