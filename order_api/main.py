@@ -27,10 +27,12 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.redis = client or connect_async(settings.redis_url)
+        if client is not None:
+            yield
+            return
+        app.state.redis = connect_async(settings.redis_url)
         yield
-        if client is None:
-            await app.state.redis.aclose()
+        await app.state.redis.aclose()
 
     app = FastAPI(
         title="Redis Streams shop",
@@ -41,6 +43,8 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
     for router in (products.router, customers.router, orders.router, health.router):
         app.include_router(router)
     _add_error_answers(app)
+    if client is not None:
+        app.state.redis = client
     return app
 
 

@@ -39,23 +39,23 @@ def log_outcome(delivery: Delivery) -> Generator[None, Delivery, None]:
     }
     if delivery.error is not None:
         log.error(
-            "%-9s order=%s failed on delivery %d (%s: %s); will retry",
+            "%-12s order=%s failed on delivery %d (%s: %s); will retry",
             group, order, delivery.deliveries, type(delivery.error).__name__, delivery.error,
             extra=extra | {"outcome": "error"},
         )
     elif isinstance(outcome, Apply):
         log.info(
-            "%-9s order=%s %s", group, order, outcome.describe(delivery.result),
+            "%-12s order=%s %s", group, order, outcome.describe(delivery.result),
             extra=extra | {"outcome": "applied"},
         )
     elif isinstance(outcome, Reject):
         log.warning(
-            "%-9s order=%s %s %s dead-lettered to %s: %s",
+            "%-12s order=%s %s %s dead-lettered to %s: %s",
             group, order, delivery.stream, delivery.entry_id, keys.dead(delivery.stream),
             outcome.reason, extra=extra | {"outcome": "dead_letter"},
         )
     elif isinstance(outcome, Ack):
-        log.info("%-9s order=%s %s", group, order, outcome.note, extra=extra | {"outcome": "ack"})
+        log.info("%-12s order=%s %s", group, order, outcome.note, extra=extra | {"outcome": "ack"})
 
 
 DEFAULT = (timing, log_outcome)

@@ -1,0 +1,5 @@
+import sys
+
+from shopctl.cli import main
+
+sys.exit(main())

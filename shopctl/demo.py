@@ -1,0 +1,47 @@
+"""Demo data, loaded through the API on first start (a second start finds it
+there and changes nothing)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+PRODUCTS = [
+    {"id": "item1", "name": "Coffee beans, 1 kg", "price_cents": 2400, "stock": 100},
+    {"id": "item2", "name": "Espresso cup", "price_cents": 1200, "stock": 50},
+]
+CUSTOMERS = [
+    {"id": "alice", "name": "Alice", "email": "alice@example.com", "balance_cents": 1_000_000},
+    {"id": "bob", "name": "Bob", "email": "bob@example.com", "balance_cents": 500},
+]
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def load(api_url: str) -> Iterator[str]:
+    """Create the demo records that are missing; say what happened to each."""
+    for path, records in (("/products", PRODUCTS), ("/customers", CUSTOMERS)):
+        for record in records:
+            status, answer = post(api_url + path, record)
+            if status == 201:
+                yield f"added {path[1:-1]} {record['id']}: {_brief(answer)}"
+            elif status == 409:
+                yield f"{path[1:-1]} {record['id']} already there, kept as it is"
+            else:
+                raise RuntimeError(f"loading demo {path[1:-1]} {record['id']}: {status} {answer}")
+
+
+def _brief(record: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in record.items() if k != "id")

@@ -1,0 +1,207 @@
+"""Runs the whole system in one terminal, each line prefixed by its process.
+
+Order of start: Redis (unless REDIS_URL names your own), the API, the
+projector, the workers, then demo data through the API. Ctrl-C (or SIGTERM)
+stops the API and workers first, each finishing the batch in hand, and Redis
+last, so nothing is cut off mid-step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from pydantic import Field
+
+from shopctl import demo
+from shopctl.redis_server import PortInUse, RedisServer, port_is_free, wait_until_ready
+from streams.settings import Settings
+
+COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
+
+
+class LauncherSettings(Settings):
+    # No default: unset means "start the embedded server".
+    redis_url: str | None = Field(None, description="Use this Redis instead of the embedded one.")
+    redis_port: int = Field(6379, description="Port of the embedded Redis (REDIS_PORT).")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, description="Port of the API (API_PORT).")
+    data_dir: Path = Field(Path(".data"), description="Where the embedded Redis keeps its AOF.")
+    payment_workers: int = Field(1, ge=1, le=16)
+    inventory_workers: int = Field(1, ge=1, le=16)
+    demo_data: bool = Field(True, description="Load the demo catalog and customers on start.")
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    proc: subprocess.Popen | None = None
+    pump: threading.Thread | None = field(default=None, repr=False)
+
+
+class Launcher:
+    def __init__(self, settings: LauncherSettings, out: IO[str] = sys.stdout) -> None:
+        self.settings = settings
+        self.out = out
+        self.color = out.isatty() and not os.environ.get("NO_COLOR")
+        self.stopping = threading.Event()
+        self.print_lock = threading.Lock()
+        self.redis: RedisServer | None = None
+        self.children: list[Child] = []
+
+    @property
+    def redis_url(self) -> str:
+        return self.settings.redis_url or f"redis://127.0.0.1:{self.settings.redis_port}/0"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    def say(self, name: str, line: str) -> None:
+        width = 11
+        prefix = f"{name:<{width}}|"
+        if self.color:
+            code = COLORS[sum(map(ord, name.split("-")[0])) % len(COLORS)]
+            prefix = f"\x1b[{code}m{prefix}\x1b[0m"
+        with self.print_lock:
+            self.out.write(f"{prefix} {line.rstrip()}\n")
+            self.out.flush()
+
+    def run(self) -> int:
+        """Start everything, wait for Ctrl-C or a crash, stop everything."""
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        code = 0
+        try:
+            self.start()
+            code = self.watch()
+        except (PortInUse, TimeoutError, RuntimeError) as exc:
+            self.say("shopctl", f"error: {exc}")
+            code = 1
+        finally:
+            self.shutdown()
+        return code
+
+    def start(self) -> None:
+        s = self.settings
+        if not port_is_free(s.api_port, s.api_host):
+            raise PortInUse(
+                f"port {s.api_port} is already in use, so the API cannot start: "
+                "set API_PORT to a free port"
+            )
+        if s.redis_url:
+            self.say("shopctl", f"using your Redis at {s.redis_url}")
+            wait_until_ready(s.redis_url)
+        else:
+            data = s.data_dir.resolve() / "redis"
+            self.say("shopctl", f"starting the embedded Redis on 127.0.0.1:{s.redis_port} "
+                                f"(data in {data}, AOF on)")
+            self.redis = RedisServer(
+                s.redis_port, data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True,
+            )
+            self.redis.start()
+            self._pump("redis", self.redis.proc)
+        env = os.environ | {
+            "REDIS_URL": self.redis_url,
+            "API_HOST": s.api_host,
+            "API_PORT": str(s.api_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self._spawn("api", "order_api", env)
+        self._spawn("projector", "order_api.projector", env | {"WORKER_NAME": "projector"})
+        for i in range(1, s.payment_workers + 1):
+            self._spawn(f"payment-{i}", "payment_worker", env | {"WORKER_NAME": f"payment-{i}"})
+        for i in range(1, s.inventory_workers + 1):
+            self._spawn(
+                f"inventory-{i}", "inventory_worker", env | {"WORKER_NAME": f"inventory-{i}"}
+            )
+        self._wait_for_api()
+        if s.demo_data:
+            for line in demo.load(self.api_url):
+                self.say("demo", line)
+        self.say("shopctl", f"ready: API on {self.api_url} (docs at {self.api_url}/docs), "
+                            f"Redis at {self.redis_url}. Ctrl-C stops everything.")
+
+    def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops them in order
+        )
+        child = Child(name, [module], proc)
+        child.pump = self._pump(name, proc)
+        self.children.append(child)
+
+    def _pump(self, name: str, proc: subprocess.Popen | None) -> threading.Thread:
+        def copy() -> None:
+            assert proc is not None and proc.stdout is not None
+            for line in proc.stdout:
+                self.say(name, line)
+
+        thread = threading.Thread(target=copy, name=f"pump-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _wait_for_api(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.stopping.is_set():
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/readyz", timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            self._check_children()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the API did not become ready within {timeout_s:.0f}s")
+            self.stopping.wait(0.1)
+
+    def _check_children(self) -> None:
+        for child in self.children:
+            if child.proc and child.proc.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}")
+        if self.redis and self.redis.proc and self.redis.proc.poll() is not None:
+            raise RuntimeError(f"redis exited with code {self.redis.proc.returncode}")
+
+    def watch(self) -> int:
+        while not self.stopping.wait(0.2):
+            try:
+                self._check_children()
+            except RuntimeError as exc:
+                self.say("shopctl", f"{exc}; stopping everything")
+                return 1
+        self.say("shopctl", "stopping: API and workers first, then Redis")
+        return 0
+
+    def shutdown(self) -> None:
+        for child in self.children:
+            if child.proc and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.say("shopctl", f"{child.name} did not stop in 15s; killing it")
+                child.proc.kill()
+                child.proc.wait()
+            if child.pump:
+                child.pump.join(2)
+        if self.redis:
+            self.redis.stop()
+        self.say("shopctl", "stopped")
