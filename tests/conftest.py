@@ -1,0 +1,61 @@
+"""Fixtures: fakeredis for pure logic, a real server for stream semantics.
+
+The real server is the same binary the launcher runs (``shopctl.redis_server``),
+started once per session on a free port without persistence; every test that
+uses it starts from an empty database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+import redis
+import redis.asyncio
+
+from shopctl.redis_server import RedisServer, free_port
+from tests.shop import Shop
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"), aof=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def real(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the real server, on an empty database."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fake_server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def fake(fake_server: fakeredis.FakeServer) -> redis.Redis:
+    """fakeredis with Lua: for handler logic, where idle time does not matter."""
+    return fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+
+
+@pytest.fixture
+def afake(fake_server: fakeredis.FakeServer) -> redis.asyncio.Redis:
+    return fakeredis.FakeAsyncRedis(server=fake_server, decode_responses=True)
+
+
+@pytest.fixture
+def shop(fake: redis.Redis, fake_server: fakeredis.FakeServer) -> Shop:
+    return Shop(fake, lambda: fakeredis.FakeAsyncRedis(server=fake_server, decode_responses=True))
+
+
+@pytest.fixture
+def real_shop(real: redis.Redis, redis_server: RedisServer) -> Shop:
+    return Shop(real, lambda: redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True))

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from order_api.models import Customer, Product
+from streams import keys
+from streams.deadletter import DeadLetter
+from streams.envelope import Envelope, MalformedEntry
+from streams.events import EVENTS, OrderCreated, OrderLine
+
+pytestmark = pytest.mark.unit
+
+
+def order_created() -> Envelope:
+    line = OrderLine(product_id="item1", quantity=2, price_cents=1200)
+    return Envelope.new(
+        OrderCreated(customer_id="alice", lines=[line], total_cents=2400), order_id="ord_1"
+    )
+
+
+def test_an_envelope_survives_the_round_trip_through_flat_string_fields() -> None:
+    event = order_created()
+    fields = event.to_fields()
+    assert all(isinstance(v, str) for v in fields.values())
+    assert fields["type"] == "order.created" and fields["v"] == "1"
+    assert fields["occurred_at"].endswith("Z")
+    assert Envelope.parse(fields) == event
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"type": None}, "missing field(s): type"),
+        ({"order_id": ""}, "missing field(s): order_id"),
+        ({"type": "order.exploded"}, "unknown event type 'order.exploded'"),
+        ({"v": "9"}, "unsupported schema version"),
+        ({"data": "{not json"}, "bad data for order.created"),
+        ({"data": json.dumps({"customer_id": "a", "lines": [], "total_cents": 1})},
+         "lines: List should have at least 1 item"),
+        ({"occurred_at": "yesterday"}, "occurred_at is not an ISO 8601 time"),
+    ],
+)
+def test_a_malformed_entry_is_refused_with_a_reason(change: dict, reason: str) -> None:
+    fields = order_created().to_fields()
+    for name, value in change.items():
+        if value is None:
+            del fields[name]
+        else:
+            fields[name] = value
+    with pytest.raises(MalformedEntry, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        Envelope.parse(fields)
+
+
+def test_every_event_type_has_its_own_stream_named_in_keys() -> None:
+    streams = [stream for _model, stream in EVENTS.values()]
+    assert sorted(streams) == sorted(keys.ALL_STREAMS)
+
+
+def test_keys_match_the_redis_om_models_and_their_fields() -> None:
+    assert Product.make_primary_key("item1") == keys.product("item1") == "shop:product:item1"
+    assert Customer.make_primary_key("alice") == keys.customer("alice")
+    assert keys.STOCK_FIELD in Product.model_fields
+    assert keys.BALANCE_FIELD in Customer.model_fields
+    assert keys.dead("orders.created") == "orders.created.dead"
+
+
+def test_a_dead_letter_round_trips_and_keeps_the_original_fields() -> None:
+    dead = DeadLetter.of("orders.created", "1-0", {"junk": "x"}, "payment", "bad", 3)
+    fields = dead.to_fields()
+    assert fields["type"] == "dead_letter" and fields["deliveries"] == "3"
+    assert DeadLetter.parse(fields) == dead
+    with pytest.raises(MalformedEntry):
+        DeadLetter.parse({"type": "order.created"})

@@ -1,0 +1,198 @@
+"""The handlers' Lua steps against fakeredis: pure logic, fast."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streams import keys
+from streams.envelope import Envelope
+from tests.shop import Shop
+
+pytestmark = pytest.mark.unit
+
+
+def data(shop: Shop, stream: str) -> list[dict]:
+    return [json.loads(f["data"]) for f in shop.events(stream)]
+
+
+def test_an_order_is_charged_stock_is_taken_and_it_completes(shop: Shop) -> None:
+    shop.product("item1", stock=10, price_cents=1200)
+    shop.customer("alice", 10_000)
+    order = shop.order("alice", ("item1", 3))
+    shop.settle()
+    assert shop.status(order) == "completed"
+    assert shop.balance("alice") == 10_000 - 3600
+    assert shop.stock("item1") == 7
+    [paid] = shop.events(keys.PAYMENTS_COMPLETED)
+    [created] = shop.events(keys.ORDERS_CREATED)
+    # Every outcome names what caused it.
+    assert paid["causation_id"] == created["event_id"] and paid["order_id"] == order
+
+
+def test_a_short_balance_is_declined_and_nothing_is_taken(shop: Shop) -> None:
+    shop.product("item1", stock=10, price_cents=1200)
+    shop.customer("bob", 500)
+    order = shop.order("bob", ("item1", 1))
+    shop.settle()
+    assert shop.status(order) == "rejected"
+    assert shop.r.hget(keys.order(order), "reason") == "payment declined: insufficient funds"
+    assert shop.balance("bob") == 500 and shop.stock("item1") == 10
+    assert data(shop, keys.PAYMENTS_FAILED)[0]["reason"] == "insufficient_funds"
+
+
+def test_a_customer_who_vanished_is_declined_as_unknown(shop: Shop) -> None:
+    shop.product("item1", stock=10)
+    shop.customer("carol", 10_000)
+    order = shop.order("carol", ("item1", 1))
+    shop.r.delete(keys.customer("carol"))
+    shop.settle()
+    assert shop.status(order) == "rejected"
+    assert data(shop, keys.PAYMENTS_FAILED)[0]["reason"] == "unknown_customer"
+
+
+def test_short_stock_takes_nothing_and_refunds_the_charge(shop: Shop) -> None:
+    shop.product("item1", stock=10, price_cents=100)
+    shop.product("item2", stock=2, price_cents=1000)
+    shop.customer("alice", 10_000)
+    order = shop.order("alice", ("item1", 5), ("item2", 3))
+    shop.settle()
+    assert shop.status(order) == "refunded"
+    assert shop.stock("item1") == 10 and shop.stock("item2") == 2  # all or nothing
+    assert shop.balance("alice") == 10_000
+    [rejected] = data(shop, keys.INVENTORY_REJECTED)
+    assert rejected == {"customer_id": "alice", "reason": "out_of_stock", "product_id": "item2",
+                        "requested": 3, "available": 2}
+    [refund] = data(shop, keys.PAYMENTS_REFUNDED)
+    assert refund["amount_cents"] == 3500
+    assert shop.r.hget(keys.order(order), "reason") == (
+        "refunded: out of stock: item2 (requested 3, available 2)"
+    )
+
+
+def test_the_same_product_on_two_lines_is_taken_for_the_sum(shop: Shop) -> None:
+    shop.product("item1", stock=5)
+    shop.customer("alice", 100_000)
+    too_many = shop.order("alice", ("item1", 3), ("item1", 3))
+    enough = shop.order("alice", ("item1", 2), ("item1", 3))
+    shop.settle()
+    assert shop.status(too_many) == "refunded"
+    assert shop.status(enough) == "completed"
+    assert shop.stock("item1") == 0
+
+
+def test_the_price_is_captured_when_the_order_is_placed(shop: Shop) -> None:
+    shop.product("item1", stock=5, price_cents=1000)
+    shop.customer("alice", 100_000)
+    order = shop.order("alice", ("item1", 2))
+    shop.r.hset(keys.product("item1"), "price_cents", 9999)
+    shop.settle()
+    assert shop.balance("alice") == 100_000 - 2000
+    assert shop.r.hget(keys.order(order), "total_cents") == "2000"
+
+
+def test_a_duplicated_event_changes_nothing_twice(shop: Shop) -> None:
+    """At-least-once delivery: the very same event arrives twice."""
+    shop.product("item1", stock=10, price_cents=1000)
+    shop.customer("alice", 10_000)
+    order = shop.order("alice", ("item1", 1))
+    [(_, created)] = shop.r.xrange(keys.ORDERS_CREATED)
+    shop.settle()
+    for stream in (keys.ORDERS_CREATED, keys.PAYMENTS_COMPLETED, keys.INVENTORY_RESERVED):
+        [(_, fields)] = shop.r.xrange(stream)
+        shop.r.xadd(stream, fields)  # the same event, delivered again
+    shop.settle()
+    assert shop.balance("alice") == 9_000 and shop.stock("item1") == 9
+    # Each stream holds the original and the test's copy, and nothing new.
+    for stream in (keys.PAYMENTS_COMPLETED, keys.INVENTORY_RESERVED):
+        events = shop.events(stream)
+        assert len(events) == 2 and len({e["event_id"] for e in events}) == 1
+    assert shop.status(order) == "completed"
+    assert len(shop.r.hgetall(keys.order_history(order))) == 3
+    assert created["event_id"] in shop.r.hgetall(keys.order_history(order))
+
+
+def test_a_refund_happens_at_most_once(shop: Shop) -> None:
+    shop.product("item1", stock=0, price_cents=1000)
+    shop.customer("alice", 10_000)
+    shop.order("alice", ("item1", 1))
+    shop.settle()
+    [(_, rejected)] = shop.r.xrange(keys.INVENTORY_REJECTED)
+    shop.r.xadd(keys.INVENTORY_REJECTED, rejected)
+    shop.settle()
+    assert len(shop.events(keys.PAYMENTS_REFUNDED)) == 1
+    assert shop.balance("alice") == 10_000
+
+
+def test_a_refund_for_an_order_never_charged_is_dead_lettered(shop: Shop) -> None:
+    bogus = Envelope.parse({
+        "type": "inventory.rejected", "event_id": "e1", "order_id": "ord_nope",
+        "occurred_at": "2026-11-21T00:00:00Z", "causation_id": "", "v": "1",
+        "data": json.dumps({"customer_id": "alice", "reason": "out_of_stock",
+                            "product_id": "item1", "requested": 1, "available": 0}),
+    })
+    shop.customer("alice", 10_000)
+    shop.r.xadd(keys.INVENTORY_REJECTED, bogus.to_fields())
+    shop.settle([keys.PAYMENT_GROUP])
+    [dead] = shop.events(keys.dead(keys.INVENTORY_REJECTED))
+    assert dead["group"] == "payment"
+    assert "nothing to refund: the order was never charged" in dead["reason"]
+    assert shop.balance("alice") == 10_000
+
+
+def test_late_events_never_move_an_order_backwards(shop: Shop) -> None:
+    shop.product("item1", stock=10)
+    shop.customer("alice", 100_000)
+    order = shop.order("alice", ("item1", 1))
+    shop.settle([keys.PAYMENT_GROUP, keys.INVENTORY_GROUP])
+    # The projector reads inventory.reserved before payment.completed.
+    projector = shop.consumers[keys.ORDER_STATUS_GROUP]
+    projector.streams = [keys.INVENTORY_RESERVED]
+    projector.run(once=True)
+    assert shop.status(order) == "completed"
+    projector.streams = list(keys.ALL_STREAMS)
+    projector.run(once=True)
+    assert shop.status(order) == "completed"
+    history = shop.r.hgetall(keys.order_history(order))
+    assert sorted(json.loads(h)["type"] for h in history.values()) == [
+        "inventory.reserved", "order.created", "payment.completed",
+    ]
+    # and the status indexes moved with it
+    assert shop.r.zrange(keys.orders_by_status("completed"), 0, -1) == [order]
+    assert shop.r.zcard(keys.orders_by_status("pending")) == 0
+
+
+def test_an_event_for_an_order_that_does_not_exist_is_dead_lettered(shop: Shop) -> None:
+    shop.customer("alice", 10_000)
+    event = {
+        "type": "payment.failed", "event_id": "e1", "order_id": "ord_ghost",
+        "occurred_at": "2026-11-21T00:00:00Z", "causation_id": "", "v": "1",
+        "data": json.dumps({"customer_id": "alice", "amount_cents": 1,
+                            "reason": "insufficient_funds"}),
+    }
+    shop.r.xadd(keys.PAYMENTS_FAILED, event)
+    shop.settle([keys.ORDER_STATUS_GROUP])
+    [dead] = shop.events(keys.dead(keys.PAYMENTS_FAILED))
+    assert dead["reason"] == "order ord_ghost does not exist"
+    assert dead["group"] == "order-status"
+    assert not shop.r.exists(keys.order("ord_ghost"))
+
+
+def test_a_dead_letter_marks_its_order_failed_with_the_stage(shop: Shop) -> None:
+    shop.product("item1", stock=10)
+    shop.customer("alice", 100_000)
+    order = shop.order("alice", ("item1", 1))
+    shop.settle([keys.PAYMENT_GROUP])
+    # payment.completed that the inventory worker cannot read:
+    [(entry_id, fields)] = shop.r.xrange(keys.PAYMENTS_COMPLETED)
+    shop.r.xdel(keys.PAYMENTS_COMPLETED, entry_id)
+    shop.r.xadd(keys.PAYMENTS_COMPLETED, fields | {"data": "{oops"})
+    shop.settle()
+    assert shop.status(order) == "failed"
+    # Each group that reads the stream gives up on the entry and says so.
+    dead = shop.events(keys.dead(keys.PAYMENTS_COMPLETED))
+    assert sorted(d["group"] for d in dead) == ["inventory", "order-status"]
+    reason = shop.r.hget(keys.order(order), "reason")
+    assert reason.split(" stage: ")[0] in {"inventory", "order-status"}
+    assert reason.split(" stage: ")[1].startswith("bad data for payment.completed: data: Invalid")
