@@ -60,23 +60,25 @@ class Shop:
         finally:
             await client.aclose()
 
-    def settle(self, groups: Iterable[str] = GROUPS, rounds: int = 10) -> None:
-        """Run the consumers in turn until none has anything left."""
+    def settle(self, groups: Iterable[str] = tuple(GROUPS), rounds: int = 10) -> None:
+        """Run the consumers of ``groups`` in turn until none has anything left."""
+        groups = list(groups)
         for _ in range(rounds):
-            before = self._lags()
             for group in groups:
                 self.consumers[group].run(once=True)
-            if self._lags() == before == 0:
+            if self.backlog(groups) == 0:
                 return
-        assert self._lags() == 0, "consumers did not settle"
+        raise AssertionError(f"consumers did not settle: backlog {self.backlog(groups)}")
 
-    def _lags(self) -> int:
-        total = 0
-        for stream in keys.ALL_STREAMS:
+    def backlog(self, groups: Iterable[str] = tuple(GROUPS)) -> int:
+        """Entries of these groups not yet read, or read and not acknowledged."""
+        wanted, total = set(groups), 0
+        for stream in (*keys.ALL_STREAMS, *map(keys.dead, keys.ALL_STREAMS)):
             if not self.r.exists(stream):
                 continue
             for group in self.r.xinfo_groups(stream):
-                total += (group.get("lag") or 0) + group["pending"]
+                if group["name"] in wanted:
+                    total += (group.get("lag") or 0) + group["pending"]
         return total
 
     def status(self, order_id: str) -> str:
