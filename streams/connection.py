@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ConstantBackoff
 
 
 def connect(url: str, *, block_ms: int = 1000) -> redis.Redis:
@@ -18,11 +20,13 @@ def connect(url: str, *, block_ms: int = 1000) -> redis.Redis:
 
 
 def connect_async(url: str) -> redis.asyncio.Redis:
-    """An asyncio client for the API."""
+    """An asyncio client for the API. When Redis is down a request fails fast
+    (one quick retry) so that the caller gets its 503 at once."""
     return redis.asyncio.Redis.from_url(
         url,
         decode_responses=True,
-        socket_connect_timeout=2,
+        socket_connect_timeout=1,
         socket_timeout=5,
         health_check_interval=30,
+        retry=AsyncRetry(ConstantBackoff(0.05), 1),
     )

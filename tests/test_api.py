@@ -1,0 +1,160 @@
+"""The HTTP API on fakeredis: every route, every error answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio
+from fastapi.testclient import TestClient
+
+from order_api.main import create_app
+from order_api.settings import ApiSettings
+from shopctl.redis_server import free_port
+from streams.connection import connect_async
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def api(afake: redis.asyncio.Redis) -> Iterator[TestClient]:
+    with TestClient(create_app(ApiSettings(), client=afake)) as client:
+        client.post("/products", json={"id": "item1", "name": "Beans", "price_cents": 2400,
+                                       "stock": 100})
+        client.post("/products", json={"id": "item2", "name": "Cup", "price_cents": 1200,
+                                       "stock": 50})
+        client.post("/customers", json={"id": "alice", "name": "Alice",
+                                        "email": "alice@example.com", "balance_cents": 100_000})
+        yield client
+
+
+def test_a_product_is_added_read_listed_changed_and_restocked(api: TestClient) -> None:
+    created = api.post("/products", json={"name": "Grinder", "price_cents": 9900})
+    assert created.status_code == 201
+    product = created.json()
+    assert product["stock"] == 0 and len(product["id"]) > 10  # generated id
+    assert api.get(f"/products/{product['id']}").json() == product
+    assert [p["id"] for p in api.get("/products").json()] == sorted(
+        ["item1", "item2", product["id"]]
+    )
+    changed = api.patch("/products/item1", json={"price_cents": 2500})
+    assert changed.json() == {"id": "item1", "name": "Beans", "price_cents": 2500, "stock": 100}
+    assert api.post("/products/item1/restock", json={"quantity": 5}).json()["stock"] == 105
+
+
+def test_a_customer_is_added_and_read_with_the_balance(api: TestClient) -> None:
+    answer = api.post("/customers", json={"name": "Dan", "email": "dan@example.com",
+                                          "balance_cents": 700})
+    assert answer.status_code == 201
+    customer = answer.json()
+    assert api.get(f"/customers/{customer['id']}").json() == customer
+    assert api.get("/customers/alice").json()["balance_cents"] == 100_000
+
+
+def test_an_order_is_accepted_pending_with_prices_total_and_location(api: TestClient) -> None:
+    answer = api.post("/orders", json={"customer_id": "alice", "lines": [
+        {"product_id": "item1", "quantity": 2}, {"product_id": "item2", "quantity": 3}]})
+    assert answer.status_code == 202
+    order = answer.json()
+    assert answer.headers["location"] == f"/orders/{order['id']}"
+    assert order["status"] == "pending" and order["reason"] == ""
+    assert order["total_cents"] == 2 * 2400 + 3 * 1200
+    assert order["lines"][0] == {"product_id": "item1", "quantity": 2, "price_cents": 2400}
+    [created] = order["history"]
+    assert created["type"] == "order.created" and created["stream"] == "orders.created"
+    assert api.get(order["history"] and answer.headers["location"]).json() == order
+
+
+def test_orders_are_listed_newest_first_filtered_and_paginated(api: TestClient) -> None:
+    api.post("/customers", json={"id": "bob", "name": "Bob", "email": "b@example.com"})
+    ids = []
+    for customer in ("alice", "bob", "alice", "alice"):
+        answer = api.post("/orders", json={"customer_id": customer,
+                                           "lines": [{"product_id": "item1", "quantity": 1}]})
+        ids.append(answer.json()["id"])
+    page = api.get("/orders", params={"customer_id": "alice", "limit": 2}).json()
+    assert page["total"] == 3 and page["next_offset"] == 2
+    assert [o["id"] for o in page["items"]] == [ids[3], ids[2]]
+    rest = api.get("/orders", params={"customer_id": "alice", "limit": 2, "offset": 2}).json()
+    assert [o["id"] for o in rest["items"]] == [ids[0]] and rest["next_offset"] is None
+    both = api.get("/orders", params={"customer_id": "bob", "status": "pending"}).json()
+    assert [o["id"] for o in both["items"]] == [ids[1]]
+    assert api.get("/orders", params={"status": "completed"}).json()["total"] == 0
+    assert api.get("/orders").json()["total"] == 4
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "detail"),
+    [
+        ("get", "/products/nope", None, 404, "product 'nope' not found"),
+        ("get", "/customers/nope", None, 404, "customer 'nope' not found"),
+        ("get", "/orders/nope", None, 404, "order 'nope' not found"),
+        ("patch", "/products/nope", {"name": "x"}, 404, "product 'nope' not found"),
+        ("post", "/products/nope/restock", {"quantity": 1}, 404, "product 'nope' not found"),
+        ("post", "/products", {"id": "item1", "name": "x", "price_cents": 1}, 409,
+         "product 'item1' already exists"),
+        ("post", "/customers", {"id": "alice", "name": "A", "email": "a@b.c"}, 409,
+         "customer 'alice' already exists"),
+        ("post", "/orders", {"customer_id": "zed", "lines": [
+            {"product_id": "item1", "quantity": 1}]}, 422, "customer 'zed' does not exist"),
+        ("post", "/orders", {"customer_id": "alice", "lines": [
+            {"product_id": "item9", "quantity": 1}]}, 422, "unknown product(s): 'item9'"),
+        ("post", "/orders", {"customer_id": "alice", "lines": []}, 422,
+         "lines: List should have at least 1 item"),
+        ("post", "/orders", {"customer_id": "alice", "lines": [
+            {"product_id": "item1", "quantity": 0}]}, 422,
+         "lines.0.quantity: Input should be greater than or equal to 1"),
+        ("post", "/orders", {"customer_id": "alice", "lines": [
+            {"product_id": "item1", "quantity": 10_001}]}, 422,
+         "lines.0.quantity: Input should be less than or equal to 10000"),
+        ("post", "/orders", {"customer_id": "alice", "lines": [
+            {"product_id": "item1", "quantity": "2"}]}, 422,
+         "lines.0.quantity: Input should be a valid integer"),
+        ("post", "/orders", {"customer_id": "alice", "lines": [
+            {"product_id": "item1", "quantity": 1}] * 51}, 422,
+         "lines: List should have at most 50 items"),
+        ("post", "/orders", {"lines": [{"product_id": "item1", "quantity": 1}]}, 422,
+         "customer_id: Field required"),
+        ("post", "/products", {"name": "x", "price_cents": 12.5}, 422,
+         "price_cents: Input should be a valid integer"),
+        ("post", "/products", {"id": "a:b", "name": "x", "price_cents": 1}, 422,
+         "id: String should match pattern"),
+        ("patch", "/products/item1", {}, 422, "give name or price_cents"),
+        ("post", "/products/item1/restock", {"quantity": -3}, 422,
+         "quantity: Input should be greater than or equal to 1"),
+        ("get", "/orders?status=lost", None, 422, "query.status: Input should be"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx_naming_the_problem(
+    api: TestClient, method: str, path: str, body: dict | None, status: int, detail: str
+) -> None:
+    answer = api.request(method, path, json=body)
+    assert answer.status_code == status
+    assert detail in answer.json()["detail"]
+
+
+def test_a_body_that_is_not_json_is_a_422(api: TestClient) -> None:
+    answer = api.post("/orders", content=b"{nope", headers={"content-type": "application/json"})
+    assert answer.status_code == 422
+    assert "JSON decode error" in answer.json()["detail"]
+
+
+def test_health_and_readiness(api: TestClient) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").json() == {"status": "ok"}
+
+
+def test_redis_unreachable_is_a_503_with_retry_after_not_a_stack_trace() -> None:
+    nowhere = connect_async(f"redis://127.0.0.1:{free_port()}/0")
+    with TestClient(create_app(ApiSettings(), client=nowhere)) as api:
+        assert api.get("/healthz").status_code == 200
+        for method, path, body in [
+            ("get", "/readyz", None),
+            ("get", "/products", None),
+            ("post", "/orders", {"customer_id": "a", "lines": [
+                {"product_id": "item1", "quantity": 1}]}),
+        ]:
+            answer = api.request(method, path, json=body)
+            assert answer.status_code == 503
+            assert answer.headers["retry-after"] == "1"
+            assert answer.json() == {"detail": "the data store is unreachable; try again shortly"}
