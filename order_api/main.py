@@ -30,7 +30,9 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
         if client is not None:
             yield
             return
-        app.state.redis = connect_async(settings.redis_url)
+        app.state.redis = connect_async(
+            settings.redis_url, max_connections=settings.api_redis_connections
+        )
         yield
         await app.state.redis.aclose()
 

@@ -19,14 +19,21 @@ def connect(url: str, *, block_ms: int = 1000) -> redis.Redis:
     )
 
 
-def connect_async(url: str) -> redis.asyncio.Redis:
-    """An asyncio client for the API. When Redis is down a request fails fast
-    (one quick retry) so that the caller gets its 503 at once."""
-    return redis.asyncio.Redis.from_url(
+def connect_async(url: str, *, max_connections: int = 64) -> redis.asyncio.Redis:
+    """An asyncio client for the API.
+
+    Requests beyond ``max_connections`` wait (up to 5 s) for a free connection
+    instead of failing. When Redis is down a request fails fast (one quick
+    retry) so that the caller gets its 503 at once.
+    """
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=5,
         decode_responses=True,
         socket_connect_timeout=1,
         socket_timeout=5,
         health_check_interval=30,
         retry=AsyncRetry(ConstantBackoff(0.05), 1),
     )
+    return redis.asyncio.Redis(connection_pool=pool)

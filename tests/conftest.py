@@ -51,9 +51,21 @@ def afake(fake_server: fakeredis.FakeServer) -> redis.asyncio.Redis:
     return fakeredis.FakeAsyncRedis(server=fake_server, decode_responses=True)
 
 
-@pytest.fixture
-def shop(fake: redis.Redis, fake_server: fakeredis.FakeServer) -> Shop:
-    return Shop(fake, lambda: fakeredis.FakeAsyncRedis(server=fake_server, decode_responses=True))
+@pytest.fixture(
+    params=[
+        pytest.param("fakeredis", marks=pytest.mark.unit),
+        pytest.param("real", marks=pytest.mark.integration),
+    ]
+)
+def shop(request: pytest.FixtureRequest) -> Shop:
+    """The saga's driver, on fakeredis and again on the real server."""
+    if request.param == "real":
+        return request.getfixturevalue("real_shop")
+    server = request.getfixturevalue("fake_server")
+    return Shop(
+        request.getfixturevalue("fake"),
+        lambda: fakeredis.FakeAsyncRedis(server=server, decode_responses=True),
+    )
 
 
 @pytest.fixture

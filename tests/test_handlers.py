@@ -1,4 +1,4 @@
-"""The handlers' Lua steps against fakeredis: pure logic, fast."""
+"""The handlers' Lua steps, on fakeredis (fast) and on a real server."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import pytest
 from streams import keys
 from streams.envelope import Envelope
 from tests.shop import Shop
-
-pytestmark = pytest.mark.unit
 
 
 def data(shop: Shop, stream: str) -> list[dict]:

@@ -1,0 +1,96 @@
+"""200 orders at once for 50 in stock, through HTTP, with two replicas of each
+worker running: exactly 50 complete, 150 are refunded, and every invariant
+holds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx2
+import pytest
+import redis
+import redis.asyncio
+
+from order_api.main import create_app
+from order_api.orders import FINAL
+from order_api.settings import ApiSettings
+from shopctl.redis_server import RedisServer
+from streams import keys
+from streams.connection import connect_async
+from streams.consumer import Consumer
+from tests import invariants
+from tests.shop import GROUPS, Shop
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+ORDERS, STOCK, CUSTOMERS = 200, 50, 20
+
+
+async def place_all(url: str, customers: list[str]) -> list[httpx2.Response]:
+    client = connect_async(url)
+    app = create_app(ApiSettings(), client=client)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://shop") as http:
+        answers = await asyncio.gather(*(
+            http.post("/orders", json={
+                "customer_id": customers[i % len(customers)],
+                "lines": [{"product_id": "item2", "quantity": 1}],
+            })
+            for i in range(ORDERS)
+        ))
+    await client.aclose()
+    return answers
+
+
+def test_200_orders_at_once_for_50_in_stock(
+    real_shop: Shop, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_shop.product("item2", stock=STOCK, price_cents=1200)
+    customers = [f"c{i}" for i in range(CUSTOMERS)]
+    for customer in customers:
+        real_shop.customer(customer, 1_000_000)
+
+    replicas = {keys.PAYMENT_GROUP: 2, keys.INVENTORY_GROUP: 2, keys.ORDER_STATUS_GROUP: 1}
+    consumers = [
+        Consumer(redis.Redis.from_url(redis_server.url, decode_responses=True), group,
+                 GROUPS[group], name=f"{group}-{n}", block_ms=50)
+        for group, count in replicas.items()
+        for n in range(count)
+    ]
+    threads = [threading.Thread(target=c.run, daemon=True) for c in consumers]
+    for thread in threads:
+        thread.start()
+    started = time.perf_counter()
+    try:
+        answers = asyncio.run(place_all(redis_server.url, customers))
+        accepted = time.perf_counter() - started
+        assert [a.status_code for a in answers] == [202] * ORDERS
+        ids = [a.json()["id"] for a in answers]
+        deadline = time.monotonic() + 60
+        while True:
+            with real_shop.r.pipeline(transaction=False) as pipe:
+                for order_id in ids:
+                    pipe.hget(keys.order(order_id), "status")
+                statuses = pipe.execute()
+            if all(s in FINAL for s in statuses) or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        settled = time.perf_counter() - started
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+        for thread in threads:
+            thread.join(5)
+
+    counts = invariants.check(
+        real_shop.r, {"item2": STOCK}, {c: 1_000_000 for c in customers}
+    )
+    assert counts == {"completed": STOCK, "refunded": ORDERS - STOCK}
+    assert real_shop.stock("item2") == 0
+    with capsys.disabled():
+        print(
+            f"\n  concurrency: {ORDERS} orders accepted in {accepted:.2f}s, all final in "
+            f"{settled:.2f}s ({ORDERS / settled:.0f} orders/s settled, 2+2+1 consumers in threads)"
+        )
