@@ -24,6 +24,7 @@ up: $(STAMP)
 	$(BIN)/shopctl up
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

@@ -78,7 +78,10 @@ def describe(result: list) -> str:
         case ["reserved", lines, _entry]:
             return f"took stock for {lines} product(s) → {keys.INVENTORY_RESERVED}"
         case ["rejected", "unknown_product", product, quantity, _, _entry]:
-            return f"rejected: unknown product {product} (wanted {quantity}) → {keys.INVENTORY_REJECTED}"
+            return (
+                f"rejected: unknown product {product} (wanted {quantity})"
+                f" → {keys.INVENTORY_REJECTED}"
+            )
         case ["rejected", _reason, product, quantity, available, _entry]:
             return (
                 f"rejected: {product} out of stock (wanted {quantity}, {available} left)"

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import redis.asyncio
 
 from order_api.errors import Conflict, NotFound
-from order_api.models import Customer, Product, to_hash
+from order_api.models import Customer, Product, to_fields
 from order_api.schemas import CustomerIn, ProductIn, ProductPatch
 from streams import keys
-from streams.scripts import Script, evaluate
+from streams.scripts import Script, evaluate, pairs
 
 CREATE = Script(
     "create_if_absent",
@@ -43,7 +43,7 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 async def add_product(r: redis.asyncio.Redis, body: ProductIn) -> Product:
     fields = body.model_dump(exclude={"id"})
     product = Product(pk=body.id, **fields) if body.id else Product(**fields)
-    if not await evaluate(r, CREATE, [keys.product(product.pk)], to_hash(product)):
+    if not await evaluate(r, CREATE, [keys.product(product.pk)], pairs(to_fields(product))):
         raise Conflict(f"product {product.pk!r} already exists; PATCH it or choose another id")
     return product
 
@@ -66,9 +66,8 @@ async def list_products(r: redis.asyncio.Redis) -> list[Product]:
 
 
 async def update_product(r: redis.asyncio.Redis, product_id: str, body: ProductPatch) -> Product:
-    changes = body.model_dump(exclude_none=True)
-    args = [part for name, value in changes.items() for part in (name, str(value))]
-    if not await evaluate(r, UPDATE, [keys.product(product_id)], args):
+    changes = {name: str(value) for name, value in body.model_dump(exclude_none=True).items()}
+    if not await evaluate(r, UPDATE, [keys.product(product_id)], pairs(changes)):
         raise NotFound(f"product {product_id!r} not found")
     return await get_product(r, product_id)
 
@@ -83,7 +82,7 @@ async def restock(r: redis.asyncio.Redis, product_id: str, quantity: int) -> Pro
 async def add_customer(r: redis.asyncio.Redis, body: CustomerIn) -> Customer:
     fields = body.model_dump(exclude={"id"})
     customer = Customer(pk=body.id, **fields) if body.id else Customer(**fields)
-    if not await evaluate(r, CREATE, [keys.customer(customer.pk)], to_hash(customer)):
+    if not await evaluate(r, CREATE, [keys.customer(customer.pk)], pairs(to_fields(customer))):
         raise Conflict(f"customer {customer.pk!r} already exists; choose another id")
     return customer
 
@@ -105,5 +104,6 @@ async def prices(
             pipe.hget(keys.product(product_id), "price_cents")
         exists, *found = await pipe.execute()
     return bool(exists), {
-        p: None if price is None else int(price) for p, price in zip(product_ids, found, strict=True)
+        p: None if price is None else int(price)
+        for p, price in zip(product_ids, found, strict=True)
     }

@@ -34,6 +34,6 @@ class Customer(HashModel, index=True):
         model_key_prefix = keys.CUSTOMER_PREFIX
 
 
-def to_hash(record: HashModel) -> list[str]:
-    """The record as HSET arguments: field, value, field, value, ..."""
-    return [part for name, value in record.model_dump().items() for part in (name, str(value))]
+def to_fields(record: HashModel) -> dict[str, str]:
+    """The record as the string fields of its hash."""
+    return {name: str(value) for name, value in record.model_dump().items()}

@@ -23,7 +23,7 @@ from order_api.schemas import OrderIn, OrderOut, OrderPage, OrderSummary
 from streams import keys
 from streams.envelope import Envelope
 from streams.events import OrderCreated, OrderLine
-from streams.scripts import Script, evaluate
+from streams.scripts import Script, evaluate, pairs
 
 STATUSES = ("pending", "paid", "failed", "completed", "rejected", "refunded")
 # A status only ever moves to a higher rank. `failed` ranks below the other
@@ -106,8 +106,8 @@ async def place(r: redis.asyncio.Redis, body: OrderIn) -> OrderOut:
             keys.orders_by_status("pending"),
             keys.ORDERS_CREATED,
         ],
-        [order_id, created_ms, *_pairs(record | {"created_ms": created_ms}), "|",
-         *_pairs(event.to_fields())],
+        [order_id, created_ms, *pairs(record | {"created_ms": created_ms}), "|",
+         *pairs(event.to_fields())],
     )
     return await get(r, order_id)
 
@@ -170,8 +170,4 @@ def _summary(record: dict[str, str]) -> dict[str, Any]:
         "created_at": record["created_at"],
         "updated_at": record.get("updated_at", record["created_at"]),
     }
-
-
-def _pairs(fields: dict[str, str]) -> list[str]:
-    return [part for item in fields.items() for part in item]
 

@@ -11,5 +11,6 @@ class ApiSettings(Settings):
     api_host: str = Field("127.0.0.1", description="Address the API binds (API_HOST).")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the API (API_PORT).")
     api_redis_connections: int = Field(
-        64, ge=1, le=10_000, description="Redis connections the API may open (API_REDIS_CONNECTIONS)."
+        64, ge=1, le=10_000,
+        description="Redis connections the API may open (API_REDIS_CONNECTIONS).",
     )

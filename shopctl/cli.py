@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from shopctl import demo
 from shopctl.launcher import Launcher, LauncherSettings
 
 
@@ -27,7 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-demo", dest="demo_data", action="store_const", const=False,
                     help="do not load the demo catalog and customers")
 
+    load = commands.add_parser(
+        "demo", help="load the demo catalog and customers into a running API (idempotent)"
+    )
+    load.add_argument("--api-url", default="http://127.0.0.1:8000", help="where the API is")
+
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        for line in demo.load(args.api_url.rstrip("/")):
+            print(line)
+        return 0
     if args.command == "up":
         given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
         settings = LauncherSettings(**given)

@@ -55,7 +55,10 @@ def find_cli() -> str | None:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen there (as servers do, with SO_REUSEADDR, so
+    that a port left in TIME_WAIT by the last run counts as free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -87,7 +90,9 @@ def command(port: int, data_dir: Path, *, aof: bool = True) -> list[str]:
     return args
 
 
-def wait_until_ready(url: str, timeout_s: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+def wait_until_ready(
+    url: str, timeout_s: float = 10.0, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:

@@ -32,7 +32,7 @@ from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
 from streams.envelope import Envelope, MalformedEntry
 from streams.events import EVENTS, stream_of
 from streams.outcomes import Ack, Apply, Outcome, Reject
-from streams.scripts import DEAD_LETTER
+from streams.scripts import DEAD_LETTER, pairs
 
 log = logging.getLogger(__name__)
 
@@ -348,10 +348,9 @@ class Consumer:
                     delivery.stream, delivery.entry_id, delivery.fields, self.group,
                     outcome.reason, delivery.deliveries,
                 )
-                flat = [part for pair in dead.to_fields().items() for part in pair]
                 pipe.evalsha(
                     DEAD_LETTER.sha, 2, delivery.stream, keys.dead(delivery.stream),
-                    self.group, delivery.entry_id, *flat,
+                    self.group, delivery.entry_id, *pairs(dead.to_fields()),
                 )
             else:
                 pipe.xack(delivery.stream, self.group, delivery.entry_id)

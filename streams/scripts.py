@@ -97,6 +97,11 @@ return id
 )
 
 
+def pairs(fields: dict[str, str]) -> list[str]:
+    """Fields as script or HSET arguments: name, value, name, value, ..."""
+    return [part for item in fields.items() for part in item]
+
+
 async def evaluate(client: Any, script: Script | Step, keys: list[str], args: list[Any]) -> Any:
     """EVALSHA on an asyncio client, loading the script once if the server lacks it."""
     try:

@@ -11,7 +11,7 @@ import redis.asyncio
 
 from inventory_worker.handlers import HANDLERS as INVENTORY
 from order_api import orders
-from order_api.models import Customer, Product, to_hash
+from order_api.models import Customer, Product, to_fields
 from order_api.projector import HANDLERS as PROJECTOR
 from order_api.schemas import OrderIn
 from payment_worker.handlers import HANDLERS as PAYMENT
@@ -38,12 +38,12 @@ class Shop:
 
     def product(self, pk: str, stock: int, price_cents: int = 1000) -> None:
         record = Product(pk=pk, name=pk.title(), price_cents=price_cents, stock=stock)
-        self.r.hset(keys.product(pk), mapping=dict(zip(*[iter(to_hash(record))] * 2)))
+        self.r.hset(keys.product(pk), mapping=to_fields(record))
 
     def customer(self, pk: str, balance_cents: int) -> None:
         record = Customer(pk=pk, name=pk.title(), email=f"{pk}@example.com",
                           balance_cents=balance_cents)
-        self.r.hset(keys.customer(pk), mapping=dict(zip(*[iter(to_hash(record))] * 2)))
+        self.r.hset(keys.customer(pk), mapping=to_fields(record))
 
     def order(self, customer: str, *lines: tuple[str, int]) -> str:
         """Place an order through the API's own code; return its id."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from streams import keys
 from streams.envelope import Envelope
 from tests.shop import Shop

@@ -1,0 +1,12 @@
+FROM python:3.12-slim
+WORKDIR /app
+ENV PYTHONUNBUFFERED=1
+COPY pyproject.toml README.md ./
+COPY streams ./streams
+COPY order_api ./order_api
+COPY payment_worker ./payment_worker
+COPY inventory_worker ./inventory_worker
+COPY shopctl ./shopctl
+RUN pip install --no-cache-dir .
+# Each service of docker-compose.yml names its own command.
+CMD ["python", "-m", "order_api"]

@@ -1,0 +1,141 @@
+"""The real processes, started by the launcher `make up` uses, on free ports
+and a throwaway data folder; orders over HTTP, polled to their final status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+import redis
+
+from order_api.orders import FINAL
+from shopctl import demo
+from shopctl.redis_server import free_port
+from tests import invariants
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+class Running:
+    """``shopctl up`` in a subprocess, its output collected line by line."""
+
+    def __init__(self, data_dir: Path, redis_port: int, api_port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_PORT")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shopctl", "up", "--redis-port", str(redis_port),
+             "--api-port", str(api_port), "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env | {
+                "NO_COLOR": "1"},
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.lines):
+            assert self.proc.poll() is None, "launcher exited:\n" + "\n".join(self.lines)
+            assert time.monotonic() < deadline, f"no {text!r} in:\n" + "\n".join(self.lines)
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+        code = self.proc.wait(60)
+        self.reader.join(5)
+        return code
+
+
+def poll_until_final(http: httpx2.Client, order_id: str, timeout_s: float = 30) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        order = http.get(f"/orders/{order_id}").json()
+        if order["status"] in FINAL or time.monotonic() > deadline:
+            return order
+        time.sleep(0.05)
+
+
+def test_the_launcher_runs_the_whole_system_and_keeps_its_data(tmp_path: Path) -> None:
+    redis_port, api_port = free_port(), free_port()
+    shop = Running(tmp_path, redis_port, api_port)
+    try:
+        shop.wait_for("ready: API on")
+        with httpx2.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as http:
+            placed = {
+                case: http.post("/orders", json={"customer_id": customer, "lines": [
+                    {"product_id": product, "quantity": quantity}]})
+                for case, customer, product, quantity in [
+                    ("happy", "alice", "item1", 2),
+                    ("refund", "alice", "item2", 60),  # 50 in stock
+                    ("declined", "bob", "item1", 1),   # Bob has 500 cents
+                ]
+            }
+            assert {c: a.status_code for c, a in placed.items()} == dict.fromkeys(placed, 202)
+            final = {c: poll_until_final(http, a.json()["id"]) for c, a in placed.items()}
+            assert {c: o["status"] for c, o in final.items()} == {
+                "happy": "completed", "refund": "refunded", "declined": "rejected"}
+            assert [h["type"] for h in final["happy"]["history"]] == [
+                "order.created", "payment.completed", "inventory.reserved"]
+            assert http.get("/products/item1").json()["stock"] == 98
+            assert http.get("/customers/alice").json()["balance_cents"] == 1_000_000 - 4800
+        client = redis.Redis(port=redis_port, decode_responses=True)
+        invariants.check(
+            client,
+            {p["id"]: p["stock"] for p in demo.PRODUCTS},
+            {c["id"]: c["balance_cents"] for c in demo.CUSTOMERS},
+        )
+        client.close()
+        happy = final["happy"]["id"]
+        shop.wait_for(f"order={happy} status paid → completed")
+    finally:
+        code = shop.stop()
+    log = "\n".join(shop.lines)
+    assert code == 0, log
+    # One readable line per event, prefixed by the process that handled it.
+    assert any(line.startswith("payment-1  |") and f"order={happy} charged 4800 (Alice 995200 "
+               "left) → payments.completed" in line for line in shop.lines), log
+    assert any(line.startswith("inventory-1|") and f"order={happy} took stock" in line
+               for line in shop.lines), log
+    assert "Traceback" not in log
+    assert shop.lines[-1].endswith("stopped")
+    assert (tmp_path / "redis" / "appendonlydir").is_dir()
+
+    # A second start keeps the data and leaves the demo records as they are.
+    again = Running(tmp_path, redis_port, api_port)
+    try:
+        again.wait_for("ready: API on")
+        with httpx2.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as http:
+            assert http.get("/orders").json()["total"] == 3
+            assert http.get("/products/item1").json()["stock"] == 98
+        assert any("product item1 already there, kept as it is" in line for line in again.lines)
+    finally:
+        assert again.stop() == 0
+
+
+def test_a_taken_port_is_a_clear_error_naming_the_setting(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "shopctl", "up", "--redis-port", str(port),
+             "--api-port", str(free_port()), "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+        )
+    assert result.returncode == 1
+    assert f"port {port} is already in use" in result.stdout
+    assert "set REDIS_PORT to a free port, or set REDIS_URL" in result.stdout
