@@ -58,4 +58,5 @@ def log_outcome(delivery: Delivery) -> Generator[None, Delivery, None]:
         log.info("%-12s order=%s %s", group, order, outcome.note, extra=extra | {"outcome": "ack"})
 
 
-DEFAULT = (timing, log_outcome)
+# The logger is outermost: its after-part runs last, once timing has measured.
+DEFAULT = (log_outcome, timing)

@@ -180,3 +180,22 @@ def test_middleware_wraps_each_message_around_its_commit(real_shop: Shop) -> Non
     Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP],
              middleware=[outer, inner]).run(once=True)
     assert seen == ["outer before", "inner before", "inner after", "outer after (Apply, charged)"]
+
+
+def test_the_default_middleware_logs_one_line_per_message_with_its_timing(
+    real_shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streams import middleware
+
+    real_shop.product("item1", stock=10)
+    real_shop.customer("alice", 10_000)
+    order = real_shop.order("alice", ("item1", 1))
+    with caplog.at_level("INFO", logger="streams.handled"):
+        Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP],
+                 middleware=middleware.DEFAULT).run(once=True)
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"payment      order={order} charged 1000 (Alice 9000 left) → payments.completed"
+    )
+    assert record.outcome == "applied" and record.order_id == order
+    assert record.elapsed_ms > 0
