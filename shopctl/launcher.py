@@ -89,7 +89,7 @@ class Launcher:
             self.say("shopctl", f"error: {exc}")
             code = 1
         finally:
-            self.shutdown()
+            code = self.shutdown() or code
         return code
 
     def start(self) -> None:
@@ -187,7 +187,9 @@ class Launcher:
         self.say("shopctl", "stopping: API and workers first, then Redis")
         return 0
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> int:
+        """Stop the children, then Redis; return 1 if any child exited badly."""
+        code = 0
         for child in self.children:
             if child.proc and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
@@ -202,6 +204,10 @@ class Launcher:
                 child.proc.wait()
             if child.pump:
                 child.pump.join(2)
+            if child.proc.returncode not in (0, -signal.SIGTERM):
+                self.say("shopctl", f"{child.name} exited with code {child.proc.returncode}")
+                code = 1
         if self.redis:
             self.redis.stop()
         self.say("shopctl", "stopped")
+        return code

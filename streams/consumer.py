@@ -253,6 +253,8 @@ class Consumer:
                     hook.send(delivery)
                 except StopIteration:
                     pass
+                except Exception:  # the outcome is committed; a hook must not stop the worker
+                    log.exception("%s: middleware failed after %s", self.group, delivery.entry_id)
 
     def _decide(self, delivery: Delivery) -> None:
         for middleware in self.middleware:
