@@ -4,6 +4,7 @@ change later only in the workers' atomic steps)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import redis.asyncio
 
@@ -42,17 +43,11 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 
 async def add_product(r: redis.asyncio.Redis, body: ProductIn) -> Product:
     fields = body.model_dump(exclude={"id"})
-    product = Product(pk=body.id, **fields) if body.id else Product(**fields)
-    if not await evaluate(r, CREATE, [keys.product(product.pk)], pairs(to_fields(product))):
-        raise Conflict(f"product {product.pk!r} already exists; PATCH it or choose another id")
-    return product
+    return await _create(r, Product(pk=body.id, **fields) if body.id else Product(**fields))
 
 
 async def get_product(r: redis.asyncio.Redis, product_id: str) -> Product:
-    found = await r.hgetall(keys.product(product_id))
-    if not found:
-        raise NotFound(f"product {product_id!r} not found")
-    return Product.model_validate(found)
+    return await _read(r, Product, product_id)
 
 
 async def list_products(r: redis.asyncio.Redis) -> list[Product]:
@@ -81,17 +76,11 @@ async def restock(r: redis.asyncio.Redis, product_id: str, quantity: int) -> Pro
 
 async def add_customer(r: redis.asyncio.Redis, body: CustomerIn) -> Customer:
     fields = body.model_dump(exclude={"id"})
-    customer = Customer(pk=body.id, **fields) if body.id else Customer(**fields)
-    if not await evaluate(r, CREATE, [keys.customer(customer.pk)], pairs(to_fields(customer))):
-        raise Conflict(f"customer {customer.pk!r} already exists; choose another id")
-    return customer
+    return await _create(r, Customer(pk=body.id, **fields) if body.id else Customer(**fields))
 
 
 async def get_customer(r: redis.asyncio.Redis, customer_id: str) -> Customer:
-    found = await r.hgetall(keys.customer(customer_id))
-    if not found:
-        raise NotFound(f"customer {customer_id!r} not found")
-    return Customer.model_validate(found)
+    return await _read(r, Customer, customer_id)
 
 
 async def prices(
@@ -107,3 +96,21 @@ async def prices(
         p: None if price is None else int(price)
         for p, price in zip(product_ids, found, strict=True)
     }
+
+
+Record = TypeVar("Record", Product, Customer)
+
+
+async def _create(r: redis.asyncio.Redis, record: Record) -> Record:
+    """Write a new record; a taken id is a conflict, never an overwrite."""
+    if not await evaluate(r, CREATE, [record.key()], pairs(to_fields(record))):
+        what = type(record).__name__.lower()
+        raise Conflict(f"{what} {record.pk!r} already exists; choose another id")
+    return record
+
+
+async def _read(r: redis.asyncio.Redis, model: type[Record], pk: str) -> Record:
+    found = await r.hgetall(model.make_primary_key(pk))
+    if not found:
+        raise NotFound(f"{model.__name__.lower()} {pk!r} not found")
+    return model.model_validate(found)
