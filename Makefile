@@ -23,8 +23,7 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/shopctl up
 
-test: $(STAMP)
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
@@ -32,6 +31,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -14,7 +14,7 @@ from redis_om import HashModel
 from streams import keys
 
 
-class Product(HashModel, index=True):
+class Product(HashModel, index=True):  # type: ignore[call-arg]  # redis-om's metaclass keyword
     name: str
     price_cents: int
     stock: int = 0
@@ -24,7 +24,7 @@ class Product(HashModel, index=True):
         model_key_prefix = keys.PRODUCT_PREFIX
 
 
-class Customer(HashModel, index=True):
+class Customer(HashModel, index=True):  # type: ignore[call-arg]
     name: str
     email: str
     balance_cents: int

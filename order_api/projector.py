@@ -15,6 +15,7 @@ import sys
 
 from order_api.orders import RANK, STATUSES
 from streams import keys
+from streams.consumer import Handler
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
 from streams.envelope import Envelope, Header, utc_now
 from streams.events import (
@@ -139,7 +140,10 @@ def describe(result: list) -> str:
     return f"unexpected result {result!r}"
 
 
-HANDLERS = {**{event_type: project for event_type in EVENTS}, DEAD_LETTER_TYPE: fail}
+HANDLERS: dict[str, Handler] = {
+    **{event_type: project for event_type in EVENTS},
+    DEAD_LETTER_TYPE: fail,
+}
 
 
 def main() -> int:

@@ -21,15 +21,17 @@ from pathlib import Path
 from typing import IO
 
 from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shopctl import demo
 from shopctl.redis_server import PortInUse, RedisServer, port_is_free, wait_until_ready
-from streams.settings import Settings
 
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
 
 
-class LauncherSettings(Settings):
+class LauncherSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
     # No default: unset means "start the embedded server".
     redis_url: str | None = Field(None, description="Use this Redis instead of the embedded one.")
     redis_port: int = Field(6379, description="Port of the embedded Redis (REDIS_PORT).")

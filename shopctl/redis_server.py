@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -116,7 +117,7 @@ def wait_until_ready(
 class RedisServer:
     """A server process on 127.0.0.1:port with its data in ``data_dir``."""
 
-    def __init__(self, port: int, data_dir: Path, *, aof: bool = True, **popen: object) -> None:
+    def __init__(self, port: int, data_dir: Path, *, aof: bool = True, **popen: Any) -> None:
         self.port = port
         self.data_dir = Path(data_dir)
         self.aof = aof

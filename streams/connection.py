@@ -26,7 +26,7 @@ def connect_async(url: str, *, max_connections: int = 64) -> redis.asyncio.Redis
     instead of failing. When Redis is down a request fails fast (one quick
     retry) so that the caller gets its 503 at once.
     """
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
+    pool: redis.asyncio.BlockingConnectionPool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=5,
@@ -34,6 +34,6 @@ def connect_async(url: str, *, max_connections: int = 64) -> redis.asyncio.Redis
         socket_connect_timeout=1,
         socket_timeout=5,
         health_check_interval=30,
-        retry=AsyncRetry(ConstantBackoff(0.05), 1),
+        retry=AsyncRetry(ConstantBackoff(0.05), 1),  # type: ignore[arg-type]  # seconds, float is fine
     )
     return redis.asyncio.Redis(connection_pool=pool)
