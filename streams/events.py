@@ -92,9 +92,12 @@ def stream_of(event_type: str) -> str:
     return EVENTS[event_type][1]
 
 
+_TYPE_OF = {model: name for name, (model, _stream) in EVENTS.items()}
+
+
 def type_of(payload: Payload) -> str:
     """The event type name of a payload instance."""
-    for name, (model, _stream) in EVENTS.items():
-        if type(payload) is model:
-            return name
-    raise KeyError(f"{type(payload).__name__} is not a registered event payload")
+    try:
+        return _TYPE_OF[type(payload)]
+    except KeyError:
+        raise KeyError(f"{type(payload).__name__} is not a registered event payload") from None
