@@ -92,3 +92,11 @@ class Shop:
 
     def events(self, stream: str) -> list[dict[str, str]]:
         return [fields for _id, fields in self.r.xrange(stream)]
+
+
+def statuses(client: redis.Redis, order_ids: list[str]) -> list[str]:
+    """The status of each order, in one round trip."""
+    with client.pipeline(transaction=False) as pipe:
+        for order_id in order_ids:
+            pipe.hget(keys.order(order_id), "status")
+        return pipe.execute()

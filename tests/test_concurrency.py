@@ -21,7 +21,7 @@ from streams import keys
 from streams.connection import connect_async
 from streams.consumer import Consumer
 from tests import invariants
-from tests.shop import GROUPS, Shop
+from tests.shop import GROUPS, Shop, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -69,13 +69,8 @@ def test_200_orders_at_once_for_50_in_stock(
         assert [a.status_code for a in answers] == [202] * ORDERS
         ids = [a.json()["id"] for a in answers]
         deadline = time.monotonic() + 60
-        while True:
-            with real_shop.r.pipeline(transaction=False) as pipe:
-                for order_id in ids:
-                    pipe.hget(keys.order(order_id), "status")
-                statuses = pipe.execute()
-            if all(s in FINAL for s in statuses) or time.monotonic() > deadline:
-                break
+        while not all(s in FINAL for s in statuses(real_shop.r, ids)):
+            assert time.monotonic() < deadline, "orders did not settle"
             time.sleep(0.01)
         settled = time.perf_counter() - started
     finally:

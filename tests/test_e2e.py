@@ -3,6 +3,7 @@ and a throwaway data folder; orders over HTTP, polled to their final status."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from order_api.orders import FINAL
 from shopctl import demo
 from shopctl.redis_server import free_port
 from tests import invariants
+from tests.shop import statuses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -26,11 +28,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 class Running:
     """``shopctl up`` in a subprocess, its output collected line by line."""
 
-    def __init__(self, data_dir: Path, redis_port: int, api_port: int) -> None:
+    def __init__(self, data_dir: Path, redis_port: int, api_port: int, *options: str) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_PORT")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shopctl", "up", "--redis-port", str(redis_port),
-             "--api-port", str(api_port), "--data-dir", str(data_dir)],
+             "--api-port", str(api_port), "--data-dir", str(data_dir), *options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env | {
                 "NO_COLOR": "1"},
         )
@@ -139,3 +141,54 @@ def test_a_taken_port_is_a_clear_error_naming_the_setting(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert f"port {port} is already in use" in result.stdout
     assert "set REDIS_PORT to a free port, or set REDIS_URL" in result.stdout
+
+
+def test_200_orders_at_once_on_the_running_system(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The concurrency test again, on the real processes: two replicas of each
+    worker, everything over HTTP."""
+    redis_port, api_port = free_port(), free_port()
+    shop = Running(tmp_path, redis_port, api_port, "--no-demo",
+                   "--payment-workers", "2", "--inventory-workers", "2")
+    base = f"http://127.0.0.1:{api_port}"
+    customers = [f"c{i}" for i in range(20)]
+    try:
+        shop.wait_for("ready: API on")
+        with httpx2.Client(base_url=base, timeout=10) as http:
+            assert http.post("/products", json={"id": "item2", "name": "Cup",
+                                                "price_cents": 1200, "stock": 50}).is_success
+            for customer in customers:
+                assert http.post("/customers", json={
+                    "id": customer, "name": customer, "email": f"{customer}@example.com",
+                    "balance_cents": 1_000_000}).is_success
+
+        async def place_all() -> list[httpx2.Response]:
+            limits = httpx2.Limits(max_connections=50)
+            async with httpx2.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+                return await asyncio.gather(*(
+                    http.post("/orders", json={"customer_id": customers[i % 20], "lines": [
+                        {"product_id": "item2", "quantity": 1}]})
+                    for i in range(200)
+                ))
+
+        started = time.perf_counter()
+        answers = asyncio.run(place_all())
+        accepted = time.perf_counter() - started
+        assert [a.status_code for a in answers] == [202] * 200
+        client = redis.Redis(port=redis_port, decode_responses=True)
+        ids = [a.json()["id"] for a in answers]
+        deadline = time.monotonic() + 60
+        while not all(status in FINAL for status in statuses(client, ids)):
+            assert time.monotonic() < deadline, "orders did not settle"
+            time.sleep(0.02)
+        settled = time.perf_counter() - started
+        counts = invariants.check(client, {"item2": 50}, dict.fromkeys(customers, 1_000_000))
+        client.close()
+        assert counts == {"completed": 50, "refunded": 150}
+    finally:
+        assert shop.stop() == 0
+    with capsys.disabled():
+        print(f"\n  running system: 200 orders accepted in {accepted:.2f}s, all final in "
+              f"{settled:.2f}s ({200 / settled:.0f} orders/s settled; API, projector, "
+              "2 payment and 2 inventory processes on 2 cores)")
