@@ -11,6 +11,7 @@ An order's status is a projection of the events (``order_api.projector``):
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from typing import Any
@@ -31,6 +32,8 @@ STATUSES = ("pending", "paid", "failed", "completed", "rejected", "refunded")
 # its order; a late event never moves an order back.
 RANK = {"pending": 0, "paid": 1, "failed": 2, "completed": 3, "rejected": 3, "refunded": 3}
 FINAL = frozenset({"failed", "completed", "rejected", "refunded"})
+
+log = logging.getLogger(__name__)
 
 CREATE = Script(
     "create_order",
@@ -95,7 +98,7 @@ async def place(r: redis.asyncio.Redis, body: OrderIn) -> OrderOut:
         "updated_at": created_at,
     }
     created_ms = str(int(time.time() * 1000))
-    await evaluate(
+    entry_id = await evaluate(
         r,
         CREATE,
         [
@@ -108,6 +111,11 @@ async def place(r: redis.asyncio.Redis, body: OrderIn) -> OrderOut:
         ],
         [order_id, created_ms, *pairs(record | {"created_ms": created_ms}), "|",
          *pairs(event.to_fields())],
+    )
+    log.info(
+        "%-12s order=%s accepted for %s: %d line(s), %d cents → %s %s",
+        "api", order_id, body.customer_id, len(lines), total, keys.ORDERS_CREATED, entry_id,
+        extra={"order_id": order_id, "stream": keys.ORDERS_CREATED, "entry_id": entry_id},
     )
     return await get(r, order_id)
 

@@ -109,6 +109,8 @@ def test_the_launcher_runs_the_whole_system_and_keeps_its_data(tmp_path: Path) -
                "left) → payments.completed" in line for line in shop.lines), log
     assert any(line.startswith("inventory-1|") and f"order={happy} took stock" in line
                for line in shop.lines), log
+    assert any(line.startswith("api        |") and f"order={happy} accepted for alice: 1 "
+               "line(s), 4800 cents → orders.created" in line for line in shop.lines), log
     assert "Traceback" not in log
     assert shop.lines[-1].endswith("stopped")
     assert (tmp_path / "redis" / "appendonlydir").is_dir()
@@ -125,22 +127,28 @@ def test_the_launcher_runs_the_whole_system_and_keeps_its_data(tmp_path: Path) -
         assert again.stop() == 0
 
 
-def test_a_taken_port_is_a_clear_error_naming_the_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["redis", "api"])
+def test_a_taken_port_is_a_clear_error_naming_the_setting(tmp_path: Path, which: str) -> None:
     import socket
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        ports = {"redis": port, "api": free_port()} if which == "redis" else {
+            "redis": free_port(), "api": port}
         result = subprocess.run(
-            [sys.executable, "-m", "shopctl", "up", "--redis-port", str(port),
-             "--api-port", str(free_port()), "--data-dir", str(tmp_path)],
+            [sys.executable, "-m", "shopctl", "up", "--redis-port", str(ports["redis"]),
+             "--api-port", str(ports["api"]), "--data-dir", str(tmp_path)],
             capture_output=True, text=True, timeout=60,
             env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
         )
     assert result.returncode == 1
     assert f"port {port} is already in use" in result.stdout
-    assert "set REDIS_PORT to a free port, or set REDIS_URL" in result.stdout
+    setting = "set REDIS_PORT to a free port, or set REDIS_URL" if which == "redis" else (
+        "set API_PORT to a free port")
+    assert setting in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_200_orders_at_once_on_the_running_system(
