@@ -56,7 +56,9 @@ class Launcher:
         self.settings = settings
         self.out = out
         self.color = out.isatty() and not os.environ.get("NO_COLOR")
-        self.stopping = threading.Event()
+        # Set by the signal handlers. A plain flag, not a threading.Event, whose
+        # set() can deadlock in a handler that interrupts the Event's own wait().
+        self.stop_requested = False
         self.print_lock = threading.Lock()
         self.redis: RedisServer | None = None
         self.children: list[Child] = []
@@ -81,8 +83,8 @@ class Launcher:
 
     def run(self) -> int:
         """Start everything, wait for Ctrl-C or a crash, stop everything."""
-        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, self._request_stop)
+        signal.signal(signal.SIGTERM, self._request_stop)
         code = 0
         try:
             self.start()
@@ -93,6 +95,14 @@ class Launcher:
         finally:
             code = self.shutdown() or code
         return code
+
+    def _request_stop(self, _signum: int, _frame: object) -> None:
+        self.stop_requested = True
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def start(self) -> None:
         s = self.settings
@@ -129,6 +139,8 @@ class Launcher:
                 f"inventory-{i}", "inventory_worker", env | {"WORKER_NAME": f"inventory-{i}"}
             )
         self._wait_for_api()
+        if self.stop_requested:  # Ctrl-C while starting
+            return
         if s.demo_data:
             for line in demo.load(self.api_url):
                 self.say("demo", line)
@@ -160,7 +172,7 @@ class Launcher:
 
     def _wait_for_api(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
-        while not self.stopping.is_set():
+        while not self.stop_requested:
             try:
                 with urllib.request.urlopen(f"{self.api_url}/readyz", timeout=1) as answer:
                     if answer.status == 200:
@@ -170,7 +182,7 @@ class Launcher:
             self._check_children()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the API did not become ready within {timeout_s:.0f}s")
-            self.stopping.wait(0.1)
+            self._pause(0.1)
 
     def _check_children(self) -> None:
         for child in self.children:
@@ -180,7 +192,8 @@ class Launcher:
             raise RuntimeError(f"redis exited with code {self.redis.proc.returncode}")
 
     def watch(self) -> int:
-        while not self.stopping.wait(0.2):
+        while not self.stop_requested:
+            self._pause(0.2)
             try:
                 self._check_children()
             except RuntimeError as exc:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,7 +96,10 @@ class Consumer:
         self.retry_after_s = retry_after_s
         self.middleware = tuple(middleware)
         self.streams = self._streams_for(self.handlers)
-        self._stop = threading.Event()
+        # A plain flag, not a threading.Event: stop() runs in signal handlers, and
+        # Event.set() there deadlocks if the signal lands while the main thread
+        # holds the Event's lock inside wait().
+        self._stopping = False
         self._loaded: set[str] = set()  # script shas known to be on the server
         self._failed: dict[tuple[str, str], str] = {}  # (stream, id) -> last error
         self._retry_at = 0.0
@@ -117,11 +119,17 @@ class Consumer:
 
     def stop(self) -> None:
         """Ask the runner to stop after the batch in hand (safe from a signal handler)."""
-        self._stop.set()
+        self._stopping = True
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stopping
+
+    def _pause(self, seconds: float) -> None:
+        """Wait up to ``seconds``, returning early once stop() is called."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
 
     def ensure_groups(self) -> None:
         """Create the group on every stream, idempotently, from the beginning."""
@@ -153,7 +161,7 @@ class Consumer:
                     return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 outage = outage or _Outage(self.group, exc)
-                self._stop.wait(outage.next_delay())
+                self._pause(outage.next_delay())
                 prepared = False
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):

@@ -127,6 +127,17 @@ def test_the_launcher_runs_the_whole_system_and_keeps_its_data(tmp_path: Path) -
         assert again.stop() == 0
 
 
+def test_a_burst_of_ctrl_c_still_stops_everything(tmp_path: Path) -> None:
+    """Mashing Ctrl-C stops everything once, cleanly: the handlers only set a flag."""
+    shop = Running(tmp_path, free_port(), free_port(), "--no-demo")
+    shop.wait_for("ready: API on")
+    for _ in range(20):
+        shop.proc.send_signal(signal.SIGINT)
+    assert shop.proc.wait(60) == 0
+    shop.reader.join(5)
+    assert shop.lines[-1].endswith("stopped")
+
+
 @pytest.mark.parametrize("which", ["redis", "api"])
 def test_a_taken_port_is_a_clear_error_naming_the_setting(tmp_path: Path, which: str) -> None:
     import socket

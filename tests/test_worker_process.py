@@ -90,3 +90,22 @@ def test_a_worker_rides_out_a_redis_restart_and_resumes(
         for thread in threads:
             thread.join(5)
         server.stop()
+
+
+def test_a_worker_waiting_out_an_outage_still_stops_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "payment_worker"], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+        env=os.environ | {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # it is backing off once it says so
+            if "redis unreachable" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
