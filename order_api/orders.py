@@ -20,7 +20,7 @@ import redis.asyncio
 
 from order_api import catalog
 from order_api.errors import NotFound, Unprocessable
-from order_api.schemas import OrderIn, OrderOut, OrderPage, OrderSummary
+from order_api.schemas import HistoryEntry, OrderIn, OrderOut, OrderPage, OrderSummary
 from streams import keys
 from streams.envelope import Envelope
 from streams.events import OrderCreated, OrderLine
@@ -39,13 +39,12 @@ CREATE = Script(
     "create_order",
     """
 -- KEYS: order, history, all orders, customer's orders, pending orders, orders.created
--- ARGV: order id, created ms, then the order's fields as pairs, then (after a '|')
---       the envelope's fields as pairs
-local sep = 0
-for i = 3, #ARGV do if ARGV[i] == '|' then sep = i break end end
+-- ARGV: order id, created ms, n, then the order's n field/value arguments, then the
+--       envelope's field/value arguments
+local n = tonumber(ARGV[3])
 local order, event = {}, {}
-for i = 3, sep - 1 do order[#order + 1] = ARGV[i] end
-for i = sep + 1, #ARGV do event[#event + 1] = ARGV[i] end
+for i = 4, 3 + n do order[#order + 1] = ARGV[i] end
+for i = 4 + n, #ARGV do event[#event + 1] = ARGV[i] end
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('order id taken') end
 local entry = redis.call('XADD', KEYS[6], '*', unpack(event))
 redis.call('HSET', KEYS[1], unpack(order))
@@ -98,6 +97,7 @@ async def place(r: redis.asyncio.Redis, body: OrderIn) -> OrderOut:
         "updated_at": created_at,
     }
     created_ms = str(int(time.time() * 1000))
+    order_args = pairs(record | {"created_ms": created_ms})
     entry_id = await evaluate(
         r,
         CREATE,
@@ -109,15 +109,16 @@ async def place(r: redis.asyncio.Redis, body: OrderIn) -> OrderOut:
             keys.orders_by_status("pending"),
             keys.ORDERS_CREATED,
         ],
-        [order_id, created_ms, *pairs(record | {"created_ms": created_ms}), "|",
-         *pairs(event.to_fields())],
+        [order_id, created_ms, len(order_args), *order_args, *pairs(event.to_fields())],
     )
     log.info(
         "%-12s order=%s accepted for %s: %d line(s), %d cents → %s %s",
         "api", order_id, body.customer_id, len(lines), total, keys.ORDERS_CREATED, entry_id,
         extra={"order_id": order_id, "stream": keys.ORDERS_CREATED, "entry_id": entry_id},
     )
-    return await get(r, order_id)
+    created = HistoryEntry(type=event.type, at=created_at, stream=keys.ORDERS_CREATED,
+                           entry_id=entry_id, event_id=event.event_id)
+    return OrderOut(**_summary(record), history=[created])
 
 
 async def get(r: redis.asyncio.Redis, order_id: str) -> OrderOut:

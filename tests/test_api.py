@@ -62,7 +62,7 @@ def test_an_order_is_accepted_pending_with_prices_total_and_location(api: TestCl
     assert order["lines"][0] == {"product_id": "item1", "quantity": 2, "price_cents": 2400}
     [created] = order["history"]
     assert created["type"] == "order.created" and created["stream"] == "orders.created"
-    assert api.get(order["history"] and answer.headers["location"]).json() == order
+    assert api.get(answer.headers["location"]).json() == order  # the answer is what is stored
 
 
 def test_orders_are_listed_newest_first_filtered_and_paginated(api: TestClient) -> None:
