@@ -118,7 +118,3 @@ class OrderPage(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
-
-
-class Problem(BaseModel):
-    detail: str

@@ -65,10 +65,6 @@ class Delivery:
 Middleware = Callable[[Delivery], Generator[None, Delivery, None]]
 
 
-class GroupsMissing(RuntimeError):
-    """The consumer group or its stream vanished while the worker ran."""
-
-
 class Consumer:
     def __init__(
         self,

@@ -17,7 +17,6 @@ moves such entries to the dead-letter stream.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -137,8 +136,3 @@ class Envelope:
             fields["v"],
         )
         return cls(event_type, header, payload)
-
-
-def describe_fields(fields: dict[str, str]) -> str:
-    """The fields of an entry as one JSON line, for dead letters and logs."""
-    return json.dumps(fields, separators=(",", ":"), sort_keys=True)

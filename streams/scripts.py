@@ -52,9 +52,6 @@ end
 return result
 """
 
-HEADER_ARGS = 5  # event_id, order_id, occurred_at, causation_id, v
-
-
 @dataclass(frozen=True)
 class Step:
     """A handler's Lua body, wrapped to run atomically with the acknowledgement."""
