@@ -20,49 +20,22 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
 
 from streams import keys
+from streams.commit import Committer
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
+from streams.delivery import Delivery, Middleware, reject
 from streams.envelope import Envelope, MalformedEntry
 from streams.events import EVENTS, stream_of
-from streams.outcomes import Ack, Apply, Outcome, Reject
-from streams.scripts import DEAD_LETTER, pairs
+from streams.outcomes import Ack, Outcome
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Outcome]
-
-
-@dataclass(slots=True)
-class Delivery:
-    """One message on its way through the runner, and what became of it."""
-
-    stream: str
-    entry_id: str
-    fields: dict[str, str]
-    group: str
-    deliveries: int = 1
-    event: Envelope | DeadLetter | None = None
-    outcome: Outcome | None = None
-    result: Any = None
-    error: BaseException | None = None
-    elapsed_ms: float = 0.0
-    hooks: list[Generator[None, Delivery, None]] = field(default_factory=list)
-
-    @property
-    def order_id(self) -> str:
-        return self.fields.get("order_id") or "?"
-
-
-# A middleware is a generator function: the code before its ``yield`` runs
-# before the handler, the code after it once the outcome is committed (or has
-# failed), in reverse order. See ``streams.middleware``.
-Middleware = Callable[[Delivery], Generator[None, Delivery, None]]
 
 
 class Consumer:
@@ -96,7 +69,7 @@ class Consumer:
         # Event.set() there deadlocks if the signal lands while the main thread
         # holds the Event's lock inside wait().
         self._stopping = False
-        self._loaded: set[str] = set()  # script shas known to be on the server
+        self._committer = Committer(client, group)
         self._failed: dict[tuple[str, str], str] = {}  # (stream, id) -> last error
         self._retry_at = 0.0
 
@@ -144,7 +117,7 @@ class Consumer:
             try:
                 if not prepared:
                     self.ensure_groups()
-                    self._loaded.clear()
+                    self._committer.forget_scripts()
                     self.handle_pending()
                     prepared = True
                 if outage:
@@ -243,7 +216,7 @@ class Consumer:
             return
         for delivery in batch:
             self._decide(delivery)
-        self._commit(batch)
+        self._committer.commit(batch)
         for delivery in batch:
             key = (delivery.stream, delivery.entry_id)
             if delivery.error is None:
@@ -267,7 +240,7 @@ class Consumer:
             delivery.hooks.append(hook)
         if delivery.deliveries > self.max_deliveries:
             last = self._failed.get((delivery.stream, delivery.entry_id), "no error recorded")
-            delivery.outcome = self._reject(
+            delivery.outcome = reject(
                 delivery, f"gave up after {delivery.deliveries - 1} deliveries; last error: {last}"
             )
             return
@@ -288,80 +261,12 @@ class Consumer:
                 if handler is None:
                     raise MalformedEntry(f"group {self.group!r} has no handler for {event.type!r}")
         except MalformedEntry as exc:
-            delivery.outcome = self._reject(delivery, str(exc))
+            delivery.outcome = reject(delivery, str(exc))
             return
         try:
             delivery.outcome = handler(delivery.event)
         except Exception as exc:  # retried, then dead-lettered; logged by middleware
             delivery.error = exc
-
-    def _reject(self, delivery: Delivery, reason: str) -> Outcome:
-        if keys.is_dead(delivery.stream):
-            # A dead letter that cannot be handled stays where it is: in the
-            # dead-letter stream, for an operator. It is not moved again.
-            return Ack(f"dead letter {delivery.entry_id} left in {delivery.stream}: {reason}")
-        return Reject(reason)
-
-    def _commit(self, batch: list[Delivery]) -> None:
-        todo = [d for d in batch if d.error is None and d.outcome is not None]
-        for _attempt in range(2):
-            if not todo:
-                return
-            results = self._execute(todo)
-            again: list[Delivery] = []
-            for delivery, result in zip(todo, results, strict=True):
-                if isinstance(result, redis.exceptions.NoScriptError):
-                    self._loaded.clear()  # Redis restarted and lost its script cache
-                    again.append(delivery)
-                elif isinstance(result, Exception):
-                    delivery.error = result
-                elif (
-                    isinstance(delivery.outcome, Apply)
-                    and isinstance(result, list)
-                    and result
-                    and result[0] == "dead_letter"
-                ):
-                    delivery.outcome = self._reject(delivery, str(result[1]))
-                    again.append(delivery)
-                else:
-                    delivery.result = result
-            todo = again
-        for delivery in todo:
-            delivery.error = RuntimeError("the step could not be committed; will retry")
-
-    def _execute(self, deliveries: list[Delivery]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        loads = 0
-        for delivery in deliveries:
-            outcome = delivery.outcome
-            if isinstance(outcome, Apply) and outcome.step.sha not in self._loaded:
-                pipe.script_load(outcome.step.source)
-                self._loaded.add(outcome.step.sha)
-                loads += 1
-            elif isinstance(outcome, Reject) and DEAD_LETTER.sha not in self._loaded:
-                pipe.script_load(DEAD_LETTER.source)
-                self._loaded.add(DEAD_LETTER.sha)
-                loads += 1
-        for delivery in deliveries:
-            outcome = delivery.outcome
-            if isinstance(outcome, Apply):
-                pipe.evalsha(
-                    outcome.step.sha, 1 + len(outcome.keys), delivery.stream, *outcome.keys,
-                    self.group, delivery.entry_id, *outcome.header.as_args(), *outcome.args,
-                )
-            elif isinstance(outcome, Reject):
-                dead = DeadLetter.of(
-                    delivery.stream, delivery.entry_id, delivery.fields, self.group,
-                    outcome.reason, delivery.deliveries,
-                )
-                pipe.evalsha(
-                    DEAD_LETTER.sha, 2, delivery.stream, keys.dead(delivery.stream),
-                    self.group, delivery.entry_id, *pairs(dead.to_fields()),
-                )
-            else:
-                pipe.xack(delivery.stream, self.group, delivery.entry_id)
-        return pipe.execute(raise_on_error=False)[loads:]
-
 
 def _entries(reply: Any) -> list[tuple[str, list]]:
     """XREADGROUP's RESP2 reply as (stream, entries) pairs."""

@@ -13,7 +13,7 @@ import time
 from collections.abc import Generator
 
 from streams import keys
-from streams.consumer import Delivery
+from streams.delivery import Delivery
 from streams.outcomes import Ack, Apply, Reject
 
 log = logging.getLogger("streams.handled")

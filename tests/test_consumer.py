@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from streams import keys
-from streams.consumer import Consumer, Delivery
+from streams.consumer import Consumer
+from streams.delivery import Delivery
 from streams.envelope import Envelope
 from streams.outcomes import Ack
 from tests.shop import GROUPS, Shop

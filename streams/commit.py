@@ -1,0 +1,91 @@
+"""Applying a batch's outcomes to Redis, in one pipeline.
+
+Each message's outcome becomes one command: its Lua step (which acknowledges
+the message itself), its dead-lettering script, or a plain XACK. Scripts are
+loaded in the same pipeline the first time they are used and again if the
+server lost them (NOSCRIPT, after a restart). A step that answers
+``dead_letter`` is dead-lettered in a second pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from streams import keys
+from streams.deadletter import DeadLetter
+from streams.delivery import Delivery, reject
+from streams.outcomes import Apply, Reject
+from streams.scripts import DEAD_LETTER, pairs
+
+
+class Committer:
+    def __init__(self, client: redis.Redis, group: str) -> None:
+        self.client = client
+        self.group = group
+        self.loaded: set[str] = set()  # script shas known to be on the server
+
+    def forget_scripts(self) -> None:
+        """After a reconnect the server may be a new one, without our scripts."""
+        self.loaded.clear()
+
+    def commit(self, batch: list[Delivery]) -> None:
+        todo = [d for d in batch if d.error is None and d.outcome is not None]
+        for _attempt in range(2):
+            if not todo:
+                return
+            results = self._execute(todo)
+            again: list[Delivery] = []
+            for delivery, result in zip(todo, results, strict=True):
+                if isinstance(result, redis.exceptions.NoScriptError):
+                    self.loaded.clear()  # Redis restarted and lost its script cache
+                    again.append(delivery)
+                elif isinstance(result, Exception):
+                    delivery.error = result
+                elif (
+                    isinstance(delivery.outcome, Apply)
+                    and isinstance(result, list)
+                    and result
+                    and result[0] == "dead_letter"
+                ):
+                    delivery.outcome = reject(delivery, str(result[1]))
+                    again.append(delivery)
+                else:
+                    delivery.result = result
+            todo = again
+        for delivery in todo:
+            delivery.error = RuntimeError("the step could not be committed; will retry")
+
+    def _execute(self, deliveries: list[Delivery]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        loads = 0
+        for delivery in deliveries:
+            outcome = delivery.outcome
+            if isinstance(outcome, Apply) and outcome.step.sha not in self.loaded:
+                pipe.script_load(outcome.step.source)
+                self.loaded.add(outcome.step.sha)
+                loads += 1
+            elif isinstance(outcome, Reject) and DEAD_LETTER.sha not in self.loaded:
+                pipe.script_load(DEAD_LETTER.source)
+                self.loaded.add(DEAD_LETTER.sha)
+                loads += 1
+        for delivery in deliveries:
+            outcome = delivery.outcome
+            if isinstance(outcome, Apply):
+                pipe.evalsha(
+                    outcome.step.sha, 1 + len(outcome.keys), delivery.stream, *outcome.keys,
+                    self.group, delivery.entry_id, *outcome.header.as_args(), *outcome.args,
+                )
+            elif isinstance(outcome, Reject):
+                dead = DeadLetter.of(
+                    delivery.stream, delivery.entry_id, delivery.fields, self.group,
+                    outcome.reason, delivery.deliveries,
+                )
+                pipe.evalsha(
+                    DEAD_LETTER.sha, 2, delivery.stream, keys.dead(delivery.stream),
+                    self.group, delivery.entry_id, *pairs(dead.to_fields()),
+                )
+            else:
+                pipe.xack(delivery.stream, self.group, delivery.entry_id)
+        return pipe.execute(raise_on_error=False)[loads:]

@@ -1,0 +1,48 @@
+"""One message on its way through the runner, and what a middleware is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams import keys
+from streams.deadletter import DeadLetter
+from streams.envelope import Envelope
+from streams.outcomes import Ack, Outcome, Reject
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message on its way through the runner, and what became of it."""
+
+    stream: str
+    entry_id: str
+    fields: dict[str, str]
+    group: str
+    deliveries: int = 1
+    event: Envelope | DeadLetter | None = None
+    outcome: Outcome | None = None
+    result: Any = None
+    error: BaseException | None = None
+    elapsed_ms: float = 0.0
+    hooks: list[Generator[None, Delivery, None]] = field(default_factory=list)
+
+    @property
+    def order_id(self) -> str:
+        return self.fields.get("order_id") or "?"
+
+
+# A middleware is a generator function: the code before its ``yield`` runs
+# before the handler, the code after it once the outcome is committed (or has
+# failed), in reverse order. See ``streams.middleware``.
+Middleware = Callable[[Delivery], Generator[None, Delivery, None]]
+
+
+def reject(delivery: Delivery, reason: str) -> Outcome:
+    """Dead-letter the message, unless it is a dead letter already: one that
+    cannot be handled stays where it is, in the dead-letter stream, for an
+    operator. It is not moved again."""
+    if keys.is_dead(delivery.stream):
+        return Ack(f"dead letter {delivery.entry_id} left in {delivery.stream}: {reason}")
+    return Reject(reason)
