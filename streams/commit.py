@@ -31,6 +31,8 @@ class Committer:
         self.loaded.clear()
 
     def commit(self, batch: list[Delivery]) -> None:
+        """Apply the outcome of every decided message; a command that fails
+        leaves its error on the delivery, and its message pending."""
         todo = [d for d in batch if d.error is None and d.outcome is not None]
         for _attempt in range(2):
             if not todo:
