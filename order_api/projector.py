@@ -17,7 +17,7 @@ from order_api.orders import RANK, STATUSES
 from streams import keys
 from streams.consumer import Handler
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
-from streams.envelope import Envelope, Header, utc_now
+from streams.envelope import Envelope, utc_now
 from streams.events import (
     EVENTS,
     InventoryRejected,
@@ -100,8 +100,6 @@ def _apply(order_id: str, event_id: str, event_type: str, at: str, status: str,
             *(keys.orders_by_status(s) for s in STATUSES),
         ],
         args=[event_id, event_type, at, status, reason, utc_now(), order_id],
-        # The projector publishes nothing; the header only fills the step's slots.
-        header=Header(event_id, order_id, at, event_id),
         describe=describe,
     )
 

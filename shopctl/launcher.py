@@ -46,7 +46,6 @@ class LauncherSettings(BaseSettings):
 @dataclass
 class Child:
     name: str
-    args: list[str]
     proc: subprocess.Popen | None = None
     pump: threading.Thread | None = field(default=None, repr=False)
 
@@ -156,7 +155,7 @@ class Launcher:
             text=True,
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops them in order
         )
-        child = Child(name, [module], proc)
+        child = Child(name, proc)
         child.pump = self._pump(name, proc)
         self.children.append(child)
 

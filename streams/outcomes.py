@@ -28,8 +28,9 @@ class Apply:
     step: Step
     keys: Sequence[str]
     args: Sequence[str | int]
-    # The header of the event the step may publish.
-    header: Header
+    # The header of the event the step may publish; None for a step that
+    # publishes nothing.
+    header: Header | None = None
     # Turns the step's result into the rest of the log line.
     describe: Callable[[list], str] = field(default=_describe_result)
 
