@@ -3,15 +3,27 @@ and applies their outcomes to Redis in batches.
 
 One round trip reads a batch (XREADGROUP ... COUNT n BLOCK ms); one pipeline
 applies it: for each message its atomic Lua step (state change + outcome
-event + XACK), its dead-lettering, or its plain XACK. A handler that raises
-leaves its message pending; the runner delivers it again after
-``retry_after_s``, and once Redis has counted ``max_deliveries`` deliveries it
-moves the message to ``<stream>.dead`` with the last error.
+event + XACK), its dead-lettering, or its plain XACK.
 
-On start the runner creates its groups (MKSTREAM, from the start of each
-stream, so orders placed before the first worker started are handled), then
-finishes its own pending entries before it reads new ones. ``run(once=True)``
-handles everything there is and returns: the deterministic mode for tests.
+Recovery, all of it counted by Redis rather than in memory:
+
+- On start the runner creates its groups (MKSTREAM, from the start of each
+  stream, so orders placed before the first worker started are handled),
+  then finishes its own pending entries before it reads new ones.
+- A handler that raises leaves its message pending and its error in Redis
+  (``keys.delivery_error``). The runner claims it back after a backoff that
+  doubles with each delivery (``retry_after_s``, 2x, 4x, ... up to the claim
+  idle time). Once Redis has counted more than ``max_deliveries`` deliveries
+  the message moves to ``<stream>.dead`` with the last error.
+- Every ``claim_idle_ms / 2`` the runner claims (XAUTOCLAIM) entries that any
+  consumer of its group, perhaps one killed with ``kill -9``, has left pending
+  for longer than ``claim_idle_ms``. Handlers are idempotent, so an entry
+  claimed from a consumer that was merely slow changes nothing twice.
+- In the same pass it trims its streams to ``retention_s`` of history, never
+  past an entry some group has not handled (``streams.retention``).
+
+``run(once=True)`` handles everything there is, retrying at once rather than
+after a backoff, and returns: the deterministic mode for tests.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from typing import Any
 
 import redis
 
-from streams import keys
+from streams import keys, retention
 from streams.commit import Committer
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
 from streams.delivery import Delivery, Middleware, reject
@@ -34,6 +46,10 @@ from streams.events import EVENTS, stream_of
 from streams.outcomes import Ack, Outcome
 
 log = logging.getLogger(__name__)
+
+# How long a handler's last error for a message is kept in Redis: far longer
+# than any retry schedule, short enough that nothing piles up.
+ERROR_TTL_S = 24 * 3600
 
 Handler = Callable[[Any], Outcome]
 
@@ -50,6 +66,8 @@ class Consumer:
         block_ms: int = 1000,
         max_deliveries: int = 5,
         retry_after_s: float = 1.0,
+        claim_idle_ms: int = 10_000,
+        retention_s: float | None = None,
         middleware: Sequence[Middleware] = (),
     ) -> None:
         unknown = set(handlers) - set(EVENTS) - {DEAD_LETTER_TYPE}
@@ -63,6 +81,8 @@ class Consumer:
         self.block_ms = block_ms
         self.max_deliveries = max_deliveries
         self.retry_after_s = retry_after_s
+        self.claim_idle_ms = claim_idle_ms
+        self.retention_s = retention_s
         self.middleware = tuple(middleware)
         self.streams = self._streams_for(self.handlers)
         # A plain flag, not a threading.Event: stop() runs in signal handlers, and
@@ -70,8 +90,11 @@ class Consumer:
         # holds the Event's lock inside wait().
         self._stopping = False
         self._committer = Committer(client, group)
-        self._failed: dict[tuple[str, str], str] = {}  # (stream, id) -> last error
-        self._retry_at = 0.0
+        # Messages of ours whose handler raised: (stream, id) -> (when to retry,
+        # the idle time the retry waits for). Lost on a crash, which is fine:
+        # the entries stay pending and XAUTOCLAIM finds them.
+        self._retries: dict[tuple[str, str], tuple[float, int]] = {}
+        self._maintain_at = 0.0
 
     @staticmethod
     def _streams_for(handlers: Iterable[str]) -> list[str]:
@@ -123,10 +146,12 @@ class Consumer:
                 if outage:
                     outage.over()
                     outage = None
-                if self._failed and (once or time.monotonic() >= self._retry_at):
-                    self.handle_pending()
+                if once or time.monotonic() >= self._maintain_at:
+                    self.maintain()
+                if self._retries:
+                    self.retry_due(now=None if once else time.monotonic())
                 handled = self.handle_new(block_ms=None if once else self._block_ms())
-                if once and not handled and not self._failed:
+                if once and not handled and not self._retries:
                     return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 outage = outage or _Outage(self.group, exc)
@@ -139,10 +164,24 @@ class Consumer:
                 prepared = False
 
     def _block_ms(self) -> int:
-        if not self._failed:
-            return self.block_ms
-        until_retry = int((self._retry_at - time.monotonic()) * 1000)
-        return max(1, min(self.block_ms, until_retry))
+        """Block for new messages, but not past the next retry or maintenance."""
+        wake = min([self._maintain_at, *(at for at, _ in self._retries.values())])
+        until = int((wake - time.monotonic()) * 1000)
+        return max(1, min(self.block_ms, until))
+
+    def maintain(self) -> None:
+        """Claim what other consumers left idle too long; trim the streams."""
+        self.claim_idle()
+        if self.retention_s is not None:
+            live = [s for s in self.streams if not keys.is_dead(s)]
+            for stream, removed in retention.trim(self.client, live, self.retention_s).items():
+                if removed:
+                    log.debug("%s: trimmed %d entries from %s", self.group, removed, stream)
+        self._maintain_at = time.monotonic() + max(0.1, self.claim_idle_ms / 2000)
+
+    def backoff_s(self, deliveries: int) -> float:
+        """How long a message delivered ``deliveries`` times waits before the next try."""
+        return min(self.retry_after_s * 2 ** max(0, deliveries - 1), self.claim_idle_ms / 1000)
 
     # -- reading ---------------------------------------------------------------
 
@@ -161,11 +200,10 @@ class Consumer:
         return len(batch)
 
     def handle_pending(self) -> int:
-        """One pass over this consumer's own pending entries (left by a crash or
-        by a handler that raised); return how many were handled."""
+        """One pass over this consumer's own pending entries, left by a crash;
+        return how many were handled."""
         cursor = {s: "0" for s in self.streams}
         handled = 0
-        seen: set[tuple[str, str]] = set()
         while cursor and not self.stopping:
             reply = self.client.xreadgroup(
                 self.group, self.name, cursor, count=self.batch_size
@@ -182,31 +220,66 @@ class Consumer:
             self._count_deliveries(batch)
             self.handle(batch)
             handled += len(batch)
-            seen.update((d.stream, d.entry_id) for d in batch)
-        if not self.stopping:
-            # What is no longer pending here was handled or claimed elsewhere.
-            self._failed = {k: v for k, v in self._failed.items() if k in seen}
-        self._retry_at = time.monotonic() + self.retry_after_s
         return handled
+
+    def claim_idle(self) -> int:
+        """XAUTOCLAIM entries of this group idle longer than ``claim_idle_ms``
+        (left by a dead or stuck consumer, or our own failures waiting for a
+        retry), handle them, and return how many."""
+        handled = 0
+        for stream in self.streams:
+            start = "0-0"
+            while not self.stopping:
+                next_start, entries, *_deleted = self.client.xautoclaim(
+                    stream, self.group, self.name, self.claim_idle_ms, start,
+                    count=self.batch_size,
+                )
+                batch = [Delivery(stream, i, f or {}, self.group) for i, f in entries]
+                if batch:
+                    log.info("%s: claimed %d message(s) idle over %dms in %s",
+                             self.group, len(batch), self.claim_idle_ms, stream)
+                    self._count_deliveries(batch)
+                    self.handle(batch)
+                    handled += len(batch)
+                if next_start == "0-0" or not batch:
+                    break
+                start = next_start
+        return handled
+
+    def retry_due(self, now: float | None = None) -> int:
+        """Claim back and handle our failed messages whose backoff is over (all
+        of them when ``now`` is None); return how many."""
+        due = [
+            (stream, entry_id, min_idle)
+            for (stream, entry_id), (at, min_idle) in self._retries.items()
+            if now is None or at <= now
+        ]
+        if not due:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for stream, entry_id, min_idle in due:
+            # The idle condition makes the claim fail if another consumer took
+            # the message meanwhile (its claim reset the idle time).
+            pipe.xclaim(stream, self.group, self.name, 0 if now is None else min_idle,
+                        [entry_id])
+        batch: list[Delivery] = []
+        for (stream, entry_id, _), claimed in zip(due, pipe.execute(), strict=True):
+            del self._retries[(stream, entry_id)]
+            batch += [Delivery(stream, i, f or {}, self.group) for i, f in claimed]
+        if batch:
+            self._count_deliveries(batch)
+            self.handle(batch)
+        return len(batch)
 
     def _count_deliveries(self, batch: list[Delivery]) -> None:
         """Fill in how many times Redis has delivered each re-read message."""
-        by_stream: dict[str, list[Delivery]] = {}
-        for delivery in batch:
-            by_stream.setdefault(delivery.stream, []).append(delivery)
         pipe = self.client.pipeline(transaction=False)
-        for stream, deliveries in by_stream.items():
-            pipe.xpending_range(
-                stream, self.group, deliveries[0].entry_id, deliveries[-1].entry_id,
-                len(deliveries), consumername=self.name,
-            )
-        counts = {
-            row["message_id"]: row["times_delivered"]
-            for rows in pipe.execute()
-            for row in rows
-        }
         for delivery in batch:
-            delivery.deliveries = counts.get(delivery.entry_id, 1)
+            pipe.xpending_range(
+                delivery.stream, self.group, delivery.entry_id, delivery.entry_id, 1,
+            )
+        for delivery, rows in zip(batch, pipe.execute(), strict=True):
+            delivery.deliveries = rows[0]["times_delivered"] if rows else 1
 
     # -- handling --------------------------------------------------------------
 
@@ -214,17 +287,14 @@ class Consumer:
         """Decide every message of a batch, commit the outcomes, run the hooks."""
         if not batch:
             return
+        errors = self._last_errors([d for d in batch if d.deliveries > self.max_deliveries])
         for delivery in batch:
-            self._decide(delivery)
+            self._decide(delivery, errors)
         self._committer.commit(batch)
+        failed = [d for d in batch if d.error is not None]
+        if failed:
+            self._remember_failures(failed)
         for delivery in batch:
-            key = (delivery.stream, delivery.entry_id)
-            if delivery.error is None:
-                self._failed.pop(key, None)
-            else:
-                if not self._failed:
-                    self._retry_at = time.monotonic() + self.retry_after_s
-                self._failed[key] = f"{type(delivery.error).__name__}: {delivery.error}"
             for hook in reversed(delivery.hooks):
                 try:
                     hook.send(delivery)
@@ -233,13 +303,39 @@ class Consumer:
                 except Exception:  # the outcome is committed; a hook must not stop the worker
                     log.exception("%s: middleware failed after %s", self.group, delivery.entry_id)
 
-    def _decide(self, delivery: Delivery) -> None:
+    def _last_errors(self, batch: list[Delivery]) -> dict[tuple[str, str], str]:
+        if not batch:
+            return {}
+        found = self.client.mget(
+            [keys.delivery_error(self.group, d.stream, d.entry_id) for d in batch]
+        )
+        return {(d.stream, d.entry_id): e for d, e in zip(batch, found, strict=True) if e}
+
+    def _remember_failures(self, failed: list[Delivery]) -> None:
+        """Keep each error in Redis, for whichever consumer gives up on the
+        message, and schedule our own retry after the backoff."""
+        pipe = self.client.pipeline(transaction=False)
+        now = time.monotonic()
+        for delivery in failed:
+            error = delivery.error
+            pipe.set(
+                keys.delivery_error(self.group, delivery.stream, delivery.entry_id),
+                f"{type(error).__name__}: {error}", ex=ERROR_TTL_S,
+            )
+            wait = delivery.retry_in_s = self.backoff_s(delivery.deliveries)
+            self._retries[(delivery.stream, delivery.entry_id)] = (now + wait, int(wait * 1000))
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:  # the message stays pending and is retried anyway
+            log.warning("%s: could not record %d error(s): %s", self.group, len(failed), exc)
+
+    def _decide(self, delivery: Delivery, errors: Mapping[tuple[str, str], str]) -> None:
         for middleware in self.middleware:
             hook = middleware(delivery)
             next(hook)
             delivery.hooks.append(hook)
         if delivery.deliveries > self.max_deliveries:
-            last = self._failed.get((delivery.stream, delivery.entry_id), "no error recorded")
+            last = errors.get((delivery.stream, delivery.entry_id), "no error recorded")
             delivery.outcome = reject(
                 delivery, f"gave up after {delivery.deliveries - 1} deliveries; last error: {last}"
             )
@@ -267,6 +363,7 @@ class Consumer:
             delivery.outcome = handler(delivery.event)
         except Exception as exc:  # retried, then dead-lettered; logged by middleware
             delivery.error = exc
+
 
 def _entries(reply: Any) -> list[tuple[str, list]]:
     """XREADGROUP's RESP2 reply as (stream, entries) pairs."""

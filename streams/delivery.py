@@ -25,6 +25,7 @@ class Delivery:
     outcome: Outcome | None = None
     result: Any = None
     error: BaseException | None = None
+    retry_in_s: float = 0.0  # after an error: when the runner tries again
     elapsed_ms: float = 0.0
     hooks: list[Generator[None, Delivery, None]] = field(default_factory=list)
 

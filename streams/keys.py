@@ -33,6 +33,18 @@ PAYMENT_GROUP = "payment"
 INVENTORY_GROUP = "inventory"
 ORDER_STATUS_GROUP = "order-status"
 
+# Which groups read each stream (the table of DESIGN.md). A stream is trimmed
+# only once every one of its groups exists and has handled what is trimmed,
+# so a worker that has not started yet still finds its events.
+READERS: dict[str, tuple[str, ...]] = {
+    ORDERS_CREATED: (PAYMENT_GROUP, ORDER_STATUS_GROUP),
+    PAYMENTS_COMPLETED: (INVENTORY_GROUP, ORDER_STATUS_GROUP),
+    PAYMENTS_FAILED: (ORDER_STATUS_GROUP,),
+    INVENTORY_RESERVED: (ORDER_STATUS_GROUP,),
+    INVENTORY_REJECTED: (PAYMENT_GROUP, ORDER_STATUS_GROUP),
+    PAYMENTS_REFUNDED: (ORDER_STATUS_GROUP,),
+}
+
 # Catalog records are redis-om hash models; these prefixes go into their Meta
 # so that keys do not change when code moves ("shop:product:item1").
 GLOBAL_PREFIX = "shop"
@@ -107,3 +119,14 @@ def payment(order_id: str) -> str:
 def reservation(order_id: str) -> str:
     """The inventory worker's record for one order (reserved or rejected)."""
     return f"{GLOBAL_PREFIX}:reservation:{order_id}"
+
+
+def delivery_error(group: str, stream: str, entry_id: str) -> str:
+    """The last error a group's handler raised for one entry, kept in Redis (with
+    a TTL) so that whichever consumer gives up on the entry can name it."""
+    return f"{GLOBAL_PREFIX}:error:{group}:{stream}:{entry_id}"
+
+
+def idempotency(key: str) -> str:
+    """The order placed with one ``Idempotency-Key`` (and its body's digest); expires."""
+    return f"{GLOBAL_PREFIX}:idempotency:{key}"

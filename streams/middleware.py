@@ -39,8 +39,9 @@ def log_outcome(delivery: Delivery) -> Generator[None, Delivery, None]:
     }
     if delivery.error is not None:
         log.error(
-            "%-12s order=%s failed on delivery %d (%s: %s); will retry",
+            "%-12s order=%s failed on delivery %d (%s: %s); retrying in %.1fs",
             group, order, delivery.deliveries, type(delivery.error).__name__, delivery.error,
+            delivery.retry_in_s,
             extra=extra | {"outcome": "error"},
         )
     elif isinstance(outcome, Apply):

@@ -33,5 +33,14 @@ class WorkerSettings(Settings):
         5, ge=1, description="Deliveries before a failing message is dead-lettered."
     )
     worker_retry_after_s: float = Field(
-        1.0, gt=0, description="Wait before a failed message is delivered again."
+        1.0, gt=0,
+        description="Wait before a failed message is retried; doubles with each delivery.",
+    )
+    worker_claim_idle_ms: int = Field(
+        10_000, ge=10,
+        description="A message pending this long (its consumer died) is claimed by another.",
+    )
+    stream_retention_s: float = Field(
+        3600, ge=0,
+        description="History kept in each stream; never trimmed past an unhandled entry.",
     )

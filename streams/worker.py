@@ -27,6 +27,8 @@ def serve(group: str, handlers: Mapping[str, Handler], settings: WorkerSettings)
         block_ms=settings.worker_block_ms,
         max_deliveries=settings.worker_max_deliveries,
         retry_after_s=settings.worker_retry_after_s,
+        claim_idle_ms=settings.worker_claim_idle_ms,
+        retention_s=settings.stream_retention_s,
         middleware=middleware.DEFAULT,
     )
 
