@@ -17,15 +17,19 @@ from streams.scripts import Step
 RESERVE = Step(
     "reserve",
     """
--- K: reservation record, inventory.reserved, inventory.rejected, then one product per line
+-- K: reservation record, inventory.reserved, inventory.rejected, order, then one product
+--    per line
 -- A: reserved data, customer id, then product id and quantity per line
 if redis.call('EXISTS', K[1]) == 1 then
   return {'duplicate', redis.call('HGET', K[1], 'status')}
 end
+if redis.call('EXISTS', K[4]) == 0 then  -- an event nobody accepted: take nothing
+  return {'dead_letter', 'order does not exist; no stock taken'}
+end
 local lines = (#A - 2) / 2
 for i = 1, lines do
   local product, quantity = A[1 + 2 * i], A[2 + 2 * i]
-  local stock = redis.call('HGET', K[3 + i], 'stock')
+  local stock = redis.call('HGET', K[4 + i], 'stock')
   if not stock or tonumber(stock) < tonumber(quantity) then
     local reason = stock and 'out_of_stock' or 'unknown_product'
     local available = stock or '0'
@@ -38,7 +42,7 @@ for i = 1, lines do
   end
 end
 for i = 1, lines do
-  redis.call('HINCRBY', K[3 + i], 'stock', '-' .. A[2 + 2 * i])
+  redis.call('HINCRBY', K[4 + i], 'stock', '-' .. A[2 + 2 * i])
 end
 redis.call('HSET', K[1], 'status', 'reserved')
 return {'reserved', tostring(lines), publish(K[2], 'inventory.reserved', A[1])}
@@ -61,6 +65,7 @@ def reserve(event: Envelope) -> Apply:
             keys.reservation(event.order_id),
             keys.INVENTORY_RESERVED,
             keys.INVENTORY_REJECTED,
+            keys.order(event.order_id),
             *(keys.product(p) for p in products),
         ],
         args=[

@@ -16,10 +16,13 @@ from streams.scripts import Step
 CHARGE = Step(
     "charge",
     """
--- K: payment record, customer, payments.completed, payments.failed
+-- K: payment record, customer, payments.completed, payments.failed, order
 -- A: amount, customer id, completed data, insufficient-funds data, unknown-customer data
 if redis.call('EXISTS', K[1]) == 1 then
   return {'duplicate', redis.call('HGET', K[1], 'status')}
+end
+if redis.call('EXISTS', K[5]) == 0 then  -- an event nobody accepted: charge nothing
+  return {'dead_letter', 'order does not exist; nothing charged'}
 end
 local balance = redis.call('HGET', K[2], 'balance_cents')
 if not balance then
@@ -87,6 +90,7 @@ def charge(event: Envelope) -> Apply:
             keys.customer(customer),
             keys.PAYMENTS_COMPLETED,
             keys.PAYMENTS_FAILED,
+            keys.order(event.order_id),
         ],
         args=[
             amount,

@@ -192,3 +192,24 @@ def test_a_dead_letter_marks_its_order_failed_with_the_stage(shop: Shop) -> None
     reason = shop.r.hget(keys.order(order), "reason")
     assert reason.split(" stage: ")[0] in {"inventory", "order-status"}
     assert reason.split(" stage: ")[1].startswith("bad data for payment.completed: data: Invalid")
+
+
+def test_money_and_stock_never_move_for_an_order_nobody_accepted(shop: Shop) -> None:
+    """An order.created or payment.completed written by hand, for an order the
+    API never created, charges nothing and takes nothing: it is dead-lettered."""
+    shop.product("item1", stock=10)
+    shop.customer("alice", 10_000)
+    header = {"event_id": "e1", "order_id": "ord_ghost", "occurred_at": "2026-11-21T00:00:00Z",
+              "causation_id": "", "v": "1"}
+    line = {"product_id": "item1", "quantity": 1, "price_cents": 1000}
+    shop.r.xadd(keys.ORDERS_CREATED, header | {"type": "order.created", "data": json.dumps(
+        {"customer_id": "alice", "lines": [line], "total_cents": 1000})})
+    shop.r.xadd(keys.PAYMENTS_COMPLETED, header | {"type": "payment.completed", "data": json.dumps(
+        {"customer_id": "alice", "amount_cents": 1000, "lines": [line]})})
+    shop.settle([keys.PAYMENT_GROUP, keys.INVENTORY_GROUP])
+    assert shop.balance("alice") == 10_000 and shop.stock("item1") == 10
+    [charge] = shop.events(keys.dead(keys.ORDERS_CREATED))
+    [take] = shop.events(keys.dead(keys.PAYMENTS_COMPLETED))
+    assert (charge["group"], charge["reason"]) == (
+        "payment", "order does not exist; nothing charged")
+    assert (take["group"], take["reason"]) == ("inventory", "order does not exist; no stock taken")
