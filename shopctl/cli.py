@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
 from shopctl import demo
 from shopctl.launcher import Launcher, LauncherSettings
+from streams import deadletter
+from streams.connection import connect_async
+from streams.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +37,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     load.add_argument("--api-url", default="http://127.0.0.1:8000", help="where the API is")
 
+    dead = commands.add_parser(
+        "dead", help="list, replay or purge dead letters",
+        description="A dead letter is a message no handler could handle, kept in "
+        "<stream>.dead with the reason. Replay puts the original back on its stream "
+        "(handlers are idempotent, so only what did not happen happens); purge deletes.",
+    )
+    dead.add_argument("action", choices=("list", "replay", "purge"))
+    dead.add_argument("refs", nargs="*", metavar="REF",
+                      help="dead letters as `list` names them: orders.created.dead/1763...-0")
+    dead.add_argument("--all", action="store_true", help="every dead letter (of --stream)")
+    dead.add_argument("--stream", help="only this stream's dead letters (orders.created, ...)")
+    dead.add_argument("--limit", type=int, default=100, help="at most this many (100)")
+    dead.add_argument("--redis-url", help="where Redis is (REDIS_URL, redis://127.0.0.1:6379/0)")
+
     args = parser.parse_args(argv)
+    if args.command == "dead":
+        if args.action != "list" and bool(args.refs) == args.all:
+            parser.error(f"dead {args.action}: name dead letters (REF ...) or give --all")
+        try:
+            return asyncio.run(_dead(args))
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.command == "demo":
         for line in demo.load(args.api_url.rstrip("/")):
             print(line)
@@ -44,6 +69,33 @@ def main(argv: list[str] | None = None) -> int:
         return Launcher(settings).run()
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+async def _dead(args: argparse.Namespace) -> int:
+    url = args.redis_url or Settings().redis_url
+    async with connect_async(url, max_connections=4) as client:
+        if args.action == "list" or args.all:
+            found = await deadletter.list_dead(client, args.stream, args.limit)
+        if args.action == "list":
+            for stored in found:
+                print(_describe(stored))
+            print(f"{len(found)} dead letter(s)")
+            return 0
+        refs = args.refs or [stored.ref for stored in found]
+        if args.action == "replay":
+            for ref, result in (await deadletter.replay(client, refs)).items():
+                print(f"{ref}: {result}")
+            return 0
+        print(f"purged {await deadletter.purge(client, refs)} dead letter(s)")
+        return 0
+
+
+def _describe(stored: deadletter.Stored) -> str:
+    letter = stored.letter
+    if letter is None:
+        return f"{stored.ref}  (not a dead letter: {stored.fields})"
+    return (f"{stored.ref}  order={letter.order_id or '-'}  group={letter.group}  "
+            f"deliveries={letter.deliveries}  {letter.failed_at}  {letter.reason}")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,13 @@ A dead letter is written to ``<stream>.dead`` as flat fields, readable in
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
+from typing import Any
 
+from streams import keys
 from streams.envelope import MalformedEntry, utc_now
+from streams.scripts import Script, evaluate
 
 DEAD_LETTER_TYPE = "dead_letter"
 
@@ -74,3 +78,144 @@ class DeadLetter:
             )
         except (KeyError, ValueError) as exc:
             raise MalformedEntry(f"bad dead letter: {exc!r}") from None
+
+
+# -- operating on dead letters: list, replay, purge ------------------------------
+
+# Put a dead letter's original fields back on its stream and delete it (and
+# other dead letters of the same entry), atomically.
+# KEYS: dead stream, original stream. ARGV: dead entry id, then other dead ids to delete.
+REPLAY = Script(
+    "replay_dead_letter",
+    """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return {'missing'} end
+local fields, original, stream = found[1][2], nil, nil
+for i = 1, #fields, 2 do
+  if fields[i] == 'original' then original = fields[i + 1] end
+  if fields[i] == 'stream' then stream = fields[i + 1] end
+end
+if stream ~= KEYS[2] or not original then return {'unreadable'} end
+local args = {}
+for name, value in pairs(cjson.decode(original)) do
+  args[#args + 1] = name
+  args[#args + 1] = tostring(value)
+end
+if #args == 0 then return {'empty'} end
+local id = redis.call('XADD', KEYS[2], '*', unpack(args))
+redis.call('XDEL', KEYS[1], unpack(ARGV))
+return {'replayed', id}
+""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A dead letter where it sits: ``ref`` (``orders.created.dead/1763...-0``)
+    names it for replay and purge. ``letter`` is None for an entry that is not
+    a dead letter (written there by hand)."""
+
+    dead_stream: str
+    entry_id: str
+    letter: DeadLetter | None
+    fields: dict[str, str]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.dead_stream}/{self.entry_id}"
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``orders.created.dead/1763...-0`` -> (dead stream, entry id), or ValueError."""
+    stream, _, entry_id = ref.partition("/")
+    if stream not in {keys.dead(s) for s in keys.ALL_STREAMS}:
+        names = ", ".join(keys.dead(s) for s in keys.ALL_STREAMS)
+        raise ValueError(f"{ref!r}: the part before '/' must be one of {names}")
+    if not _ENTRY_ID.fullmatch(entry_id):
+        raise ValueError(f"{ref!r}: the part after '/' must be an entry id like 1763700000000-0")
+    return stream, entry_id
+
+
+def _dead_streams(stream: str | None) -> list[str]:
+    if stream is None:
+        return [keys.dead(s) for s in keys.ALL_STREAMS]
+    name = stream if keys.is_dead(stream) else keys.dead(stream)
+    if name not in {keys.dead(s) for s in keys.ALL_STREAMS}:
+        raise ValueError(f"unknown stream {stream!r}: one of {', '.join(keys.ALL_STREAMS)}")
+    return [name]
+
+
+async def list_dead(client: Any, stream: str | None = None, limit: int = 100) -> list[Stored]:
+    """The newest ``limit`` dead letters (of one stream, or all), newest first."""
+    streams = _dead_streams(stream)
+    async with client.pipeline(transaction=False) as pipe:
+        for name in streams:
+            pipe.xrevrange(name, count=limit)
+        replies = await pipe.execute()
+    found = []
+    for name, entries in zip(streams, replies, strict=True):
+        for entry_id, fields in entries:
+            try:
+                letter: DeadLetter | None = DeadLetter.parse(fields)
+            except MalformedEntry:
+                letter = None
+            found.append(Stored(name, entry_id, letter, fields))
+    found.sort(key=lambda s: _id_key(s.entry_id), reverse=True)
+    return found[:limit]
+
+
+async def replay(client: Any, refs: list[str]) -> dict[str, str]:
+    """Put each dead letter's original entry back on its stream, oldest first,
+    and delete the dead letter. Dead letters of one entry (one per group that
+    gave up on it) are replayed once. Returns, per ref, the new entry id or
+    why it was not replayed."""
+    parsed = sorted({parse_ref(ref) for ref in refs}, key=lambda p: _id_key(p[1]))
+    async with client.pipeline(transaction=False) as pipe:
+        for dead_stream, entry_id in parsed:
+            pipe.xrange(dead_stream, entry_id, entry_id)
+        entries = await pipe.execute()
+    # The same original entry, dead-lettered by several groups: replay it once.
+    first: dict[tuple[str, str], tuple[str, str]] = {}
+    also: dict[tuple[str, str], list[str]] = {}
+    for (dead_stream, entry_id), found in zip(parsed, entries, strict=True):
+        original = (dead_stream, found[0][1].get("entry_id", entry_id)) if found else None
+        if original and original in first:
+            also.setdefault(first[original], []).append(entry_id)
+        elif original:
+            first[original] = (dead_stream, entry_id)
+    results: dict[str, str] = {}
+    for dead_stream, entry_id in parsed:
+        ref = f"{dead_stream}/{entry_id}"
+        if ref in results:
+            continue
+        stream = dead_stream.removesuffix(keys.DEAD_SUFFIX)
+        extra = also.get((dead_stream, entry_id), [])
+        answer = await evaluate(client, REPLAY, [dead_stream, stream], [entry_id, *extra])
+        results[ref] = {
+            "missing": "no such dead letter",
+            "unreadable": "not a dead letter of this stream; left alone",
+            "empty": "the original entry had no fields; left alone",
+        }.get(answer[0], f"replayed as {stream} {answer[-1]}")
+        for other in extra:
+            results[f"{dead_stream}/{other}"] = (
+                f"same entry as {ref}: " + ("deleted, replayed once" if answer[0] == "replayed"
+                                            else "left alone")
+            )
+    return results
+
+
+async def purge(client: Any, refs: list[str]) -> int:
+    """Delete these dead letters; return how many existed."""
+    parsed = [parse_ref(ref) for ref in refs]
+    async with client.pipeline(transaction=False) as pipe:
+        for dead_stream, entry_id in parsed:
+            pipe.xdel(dead_stream, entry_id)
+        return sum(await pipe.execute())
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")

@@ -1,0 +1,85 @@
+"""Dead letters from the command line: list, replay, purge (real server)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from shopctl.cli import main
+from shopctl.redis_server import RedisServer
+from streams import keys
+from tests.shop import Shop
+
+pytestmark = pytest.mark.integration
+
+
+def shopctl(server: RedisServer, capsys: pytest.CaptureFixture[str], *args: str) -> list[str]:
+    assert main(["dead", *args, "--redis-url", server.url]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_a_replayed_dead_letter_that_now_succeeds_completes_its_order(
+    real_shop: Shop, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_shop.product("item1", stock=10)
+    real_shop.customer("alice", 10_000)
+    order = real_shop.order("alice", ("item1", 2))
+    # Someone broke Alice's balance: every charge attempt raises in Lua.
+    real_shop.r.hset(keys.customer("alice"), keys.BALANCE_FIELD, "oops")
+    real_shop.settle()
+    assert real_shop.status(order) == "failed"
+    assert real_shop.r.hget(keys.order(order), "reason").startswith(
+        "payment stage: gave up after 5 deliveries; last error: ResponseError:"
+    )
+    [line, total] = shopctl(redis_server, capsys, "list")
+    assert line.startswith(f"{keys.ORDERS_CREATED}.dead/")
+    assert f"order={order}  group=payment  deliveries=6" in line
+    assert total == "1 dead letter(s)"
+
+    real_shop.r.hset(keys.customer("alice"), keys.BALANCE_FIELD, 10_000)  # fixed
+    [replayed] = shopctl(redis_server, capsys, "replay", line.split()[0])
+    assert replayed.startswith(f"{line.split()[0]}: replayed as orders.created ")
+    real_shop.settle()
+    assert real_shop.status(order) == "completed"
+    assert real_shop.r.hget(keys.order(order), "reason") == ""
+    assert real_shop.balance("alice") == 8_000 and real_shop.stock("item1") == 8
+    assert real_shop.r.xlen(keys.dead(keys.ORDERS_CREATED)) == 0
+    # Only the payment was missing: the projector had recorded order.created
+    # already and recorded it once.
+    assert real_shop.r.xlen(keys.PAYMENTS_COMPLETED) == 1
+
+
+def test_an_entry_two_groups_gave_up_on_is_replayed_once_and_purge_empties(
+    real_shop: Shop, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_shop.r.xadd(keys.ORDERS_CREATED, {"hello": "world"})
+    real_shop.settle()
+    assert real_shop.r.xlen(keys.dead(keys.ORDERS_CREATED)) == 2  # payment and order-status
+    results = shopctl(redis_server, capsys, "replay", "--all")
+    assert len(results) == 2
+    assert sum("replayed as orders.created" in r for r in results) == 1
+    assert sum("deleted, replayed once" in r for r in results) == 1
+    assert real_shop.r.xlen(keys.ORDERS_CREATED) == 2  # the junk, and its one replay
+    real_shop.settle()  # still junk: dead again, by both groups
+    assert real_shop.r.xlen(keys.dead(keys.ORDERS_CREATED)) == 2
+    assert shopctl(redis_server, capsys, "purge", "--all", "--stream", "orders.created") == [
+        "purged 2 dead letter(s)"
+    ]
+    assert shopctl(redis_server, capsys, "list") == ["0 dead letter(s)"]
+    # The projector's group on the dead stream survives a purge.
+    assert real_shop.r.xinfo_groups(keys.dead(keys.ORDERS_CREATED))
+
+
+def test_bad_references_are_clear_errors(
+    real: redis.Redis, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["dead", "replay", "orders.created/1-0", "--redis-url", redis_server.url])
+    assert exit_.value.code == 2
+    assert "the part before '/' must be one of orders.created.dead" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["dead", "purge", "--redis-url", redis_server.url])
+    assert "name dead letters (REF ...) or give --all" in capsys.readouterr().err
+    assert shopctl(redis_server, capsys, "replay", "orders.created.dead/1-0") == [
+        "orders.created.dead/1-0: no such dead letter"
+    ]
