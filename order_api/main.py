@@ -45,6 +45,7 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
     for router in (products.router, customers.router, orders.router, health.router):
         app.include_router(router)
     _add_error_answers(app)
+    app.state.settings = settings
     if client is not None:
         app.state.redis = client
     return app

@@ -10,6 +10,7 @@ An order's status is a projection of the events (``order_api.projector``):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -38,13 +39,21 @@ log = logging.getLogger(__name__)
 CREATE = Script(
     "create_order",
     """
--- KEYS: order, history, all orders, customer's orders, pending orders, orders.created
--- ARGV: order id, created ms, n, then the order's n field/value arguments, then the
---       envelope's field/value arguments
-local n = tonumber(ARGV[3])
+-- KEYS: order, history, all orders, customer's orders, pending orders, orders.created,
+--       and, when the request has an Idempotency-Key, its record
+-- ARGV: order id, created ms, body digest, key ttl, n, then the order's n field/value
+--       arguments, then the envelope's field/value arguments
+local n = tonumber(ARGV[5])
+local idempotent = #KEYS == 7
+if idempotent then
+  local prior = redis.call('HMGET', KEYS[7], 'order_id', 'digest')
+  if prior[1] then
+    return {prior[2] == ARGV[3] and 'replayed' or 'mismatch', prior[1]}
+  end
+end
 local order, event = {}, {}
-for i = 4, 3 + n do order[#order + 1] = ARGV[i] end
-for i = 4 + n, #ARGV do event[#event + 1] = ARGV[i] end
+for i = 6, 5 + n do order[#order + 1] = ARGV[i] end
+for i = 6 + n, #ARGV do event[#event + 1] = ARGV[i] end
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('order id taken') end
 local entry = redis.call('XADD', KEYS[6], '*', unpack(event))
 redis.call('HSET', KEYS[1], unpack(order))
@@ -56,18 +65,32 @@ redis.call('HSET', KEYS[2], fields['event_id'], cjson.encode({
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
-return entry
+if idempotent then
+  redis.call('HSET', KEYS[7], 'order_id', ARGV[1], 'digest', ARGV[3])
+  redis.call('EXPIRE', KEYS[7], ARGV[4])
+end
+return {'created', entry}
 """,
 )
+
+# How long an Idempotency-Key names its order (the API's IDEMPOTENCY_TTL_S).
+IDEMPOTENCY_TTL_S = 24 * 3600
 
 
 def new_order_id() -> str:
     return "ord_" + secrets.token_hex(8)
 
 
-async def place(r: redis.asyncio.Redis, body: OrderIn) -> OrderOut:
+async def place(
+    r: redis.asyncio.Redis,
+    body: OrderIn,
+    idempotency_key: str | None = None,
+    idempotency_ttl_s: int = IDEMPOTENCY_TTL_S,
+) -> tuple[OrderOut, bool]:
     """Validate against the catalog, capture prices, write the order pending
-    together with its ``order.created`` event."""
+    together with its ``order.created`` event. With an ``idempotency_key``, a
+    request repeated within the TTL (even concurrently) gets the order the
+    first one placed: returns (order, True) then."""
     product_ids = list(dict.fromkeys(line.product_id for line in body.lines))
     customer_exists, price_of = await catalog.prices(r, body.customer_id, product_ids)
     if not customer_exists:
@@ -98,19 +121,35 @@ async def place(r: redis.asyncio.Redis, body: OrderIn) -> OrderOut:
     }
     created_ms = str(int(time.time() * 1000))
     order_args = pairs(record | {"created_ms": created_ms})
-    entry_id = await evaluate(
+    script_keys = [
+        keys.order(order_id),
+        keys.order_history(order_id),
+        keys.orders_index(),
+        keys.customer_orders(body.customer_id),
+        keys.orders_by_status("pending"),
+        keys.ORDERS_CREATED,
+    ]
+    digest = ""
+    if idempotency_key is not None:
+        script_keys.append(keys.idempotency(idempotency_key))
+        digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    outcome, value = await evaluate(
         r,
         CREATE,
-        [
-            keys.order(order_id),
-            keys.order_history(order_id),
-            keys.orders_index(),
-            keys.customer_orders(body.customer_id),
-            keys.orders_by_status("pending"),
-            keys.ORDERS_CREATED,
-        ],
-        [order_id, created_ms, len(order_args), *order_args, *pairs(event.to_fields())],
+        script_keys,
+        [order_id, created_ms, digest, idempotency_ttl_s, len(order_args), *order_args,
+         *pairs(event.to_fields())],
     )
+    if outcome == "mismatch":
+        raise Unprocessable(
+            f"Idempotency-Key {idempotency_key!r} was already used for a different order "
+            "body; send a new key for a new order"
+        )
+    if outcome == "replayed":
+        log.info("%-12s order=%s repeated request (Idempotency-Key %s): same order",
+                 "api", value, idempotency_key, extra={"order_id": value})
+        return await get(r, value), True
+    entry_id = value
     log.info(
         "%-12s order=%s accepted for %s: %d line(s), %d cents → %s %s",
         "api", order_id, body.customer_id, len(lines), total, keys.ORDERS_CREATED, entry_id,
@@ -118,7 +157,7 @@ async def place(r: redis.asyncio.Redis, body: OrderIn) -> OrderOut:
     )
     created = HistoryEntry(type=event.type, at=created_at, stream=keys.ORDERS_CREATED,
                            entry_id=entry_id, event_id=event.event_id)
-    return OrderOut(**_summary(record), history=[created])
+    return OrderOut(**_summary(record), history=[created]), False
 
 
 async def get(r: redis.asyncio.Redis, order_id: str) -> OrderOut:

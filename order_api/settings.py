@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from order_api.orders import IDEMPOTENCY_TTL_S
 from streams.settings import Settings
 
 
@@ -13,4 +14,8 @@ class ApiSettings(Settings):
     api_redis_connections: int = Field(
         64, ge=1, le=10_000,
         description="Redis connections the API may open (API_REDIS_CONNECTIONS).",
+    )
+    idempotency_ttl_s: int = Field(
+        IDEMPOTENCY_TTL_S, ge=1,
+        description="How long an Idempotency-Key names its order (IDEMPOTENCY_TTL_S).",
     )

@@ -56,7 +56,7 @@ class Shop:
     async def _place(self, body: OrderIn) -> str:
         client = self._async_client()
         try:
-            return (await orders.place(client, body)).id
+            return (await orders.place(client, body))[0].id
         finally:
             await client.aclose()
 

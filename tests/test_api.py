@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -158,3 +159,44 @@ def test_redis_unreachable_is_a_503_with_retry_after_not_a_stack_trace() -> None
             assert answer.status_code == 503
             assert answer.headers["retry-after"] == "1"
             assert answer.json() == {"detail": "the data store is unreachable; try again shortly"}
+
+
+ORDER = {"customer_id": "alice", "lines": [{"product_id": "item1", "quantity": 2}]}
+
+
+def test_an_idempotency_key_gets_the_same_order_not_a_second_one(
+    api: TestClient, afake: redis.asyncio.Redis
+) -> None:
+    first = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "checkout-42"})
+    again = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "checkout-42"})
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert api.get("/orders").json()["total"] == 1
+    other = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "checkout-43"})
+    assert other.json()["id"] != first.json()["id"]
+    assert api.get("/orders").json()["total"] == 2
+    # The key expires after a day.
+    ttl = asyncio.run(afake.ttl("shop:idempotency:checkout-42"))
+    assert 24 * 3600 - 5 < ttl <= 24 * 3600
+
+
+def test_reusing_an_idempotency_key_for_another_body_is_a_422(api: TestClient) -> None:
+    api.post("/orders", json=ORDER, headers={"Idempotency-Key": "k1"})
+    changed = ORDER | {"lines": [{"product_id": "item1", "quantity": 3}]}
+    answer = api.post("/orders", json=changed, headers={"Idempotency-Key": "k1"})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == (
+        "Idempotency-Key 'k1' was already used for a different order body; "
+        "send a new key for a new order"
+    )
+    assert api.get("/orders").json()["total"] == 1
+
+
+@pytest.mark.parametrize("key", ["has space", "x" * 201, ""])
+def test_a_malformed_idempotency_key_is_a_422(api: TestClient, key: str) -> None:
+    answer = api.post("/orders", json=ORDER, headers={"Idempotency-Key": key})
+    assert answer.status_code == 422
+    assert answer.json()["detail"].startswith("header.Idempotency-Key: String should")

@@ -89,3 +89,30 @@ def test_200_orders_at_once_for_50_in_stock(
             f"\n  concurrency: {ORDERS} orders accepted in {accepted:.2f}s, all final in "
             f"{settled:.2f}s ({ORDERS / settled:.0f} orders/s settled, 2+2+1 consumers in threads)"
         )
+
+
+def test_racing_requests_with_one_idempotency_key_place_one_order(
+    real_shop: Shop, redis_server: RedisServer
+) -> None:
+    real_shop.product("item2", stock=STOCK, price_cents=1200)
+    real_shop.customer("alice", 1_000_000)
+
+    async def race() -> list[httpx2.Response]:
+        client = connect_async(redis_server.url)
+        app = create_app(ApiSettings(), client=client)
+        transport = httpx2.ASGITransport(app=app)
+        body = {"customer_id": "alice", "lines": [{"product_id": "item2", "quantity": 1}]}
+        async with httpx2.AsyncClient(transport=transport, base_url="http://shop") as http:
+            answers = await asyncio.gather(*(
+                http.post("/orders", json=body, headers={"Idempotency-Key": "retry-me"})
+                for _ in range(20)
+            ))
+        await client.aclose()
+        return answers
+
+    answers = asyncio.run(race())
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert sum(a.headers.get("idempotent-replayed") == "true" for a in answers) == 19
+    assert real_shop.r.zcard(keys.orders_index()) == 1
+    assert real_shop.r.xlen(keys.ORDERS_CREATED) == 1

@@ -2,20 +2,35 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from order_api import orders
-from order_api.deps import RedisDep
+from order_api.deps import RedisDep, SettingsDep
 from order_api.schemas import OrderIn, OrderOut, OrderPage, OrderStatus
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=OrderOut)
-async def place_order(body: OrderIn, r: RedisDep, response: Response) -> OrderOut:
+async def place_order(
+    body: OrderIn,
+    r: RedisDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[!-~]+$",
+            description="Send the same key again (for 24 h) to get the same order, not a "
+            "second one; visible ASCII, up to 200 characters.",
+        ),
+    ] = None,
+) -> OrderOut:
     """Accept an order: it is pending until the workers have handled it."""
-    order = await orders.place(r, body)
+    order, replayed = await orders.place(r, body, idempotency_key, settings.idempotency_ttl_s)
     response.headers["Location"] = f"/orders/{order.id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return order
 
 
