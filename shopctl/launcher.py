@@ -1,9 +1,11 @@
 """Runs the whole system in one terminal, each line prefixed by its process.
 
 Order of start: Redis (unless REDIS_URL names your own), the API, the
-projector, the workers, then demo data through the API. Ctrl-C (or SIGTERM)
-stops the API and workers first, each finishing the batch in hand, and Redis
-last, so nothing is cut off mid-step.
+projector, the workers, then demo data through the API. Once the system is
+ready the launcher supervises it: a process that dies (a crash, ``kill -9``)
+is started again after a short backoff, the embedded Redis included (from its
+AOF). Ctrl-C (or SIGTERM) stops the API and workers first, each finishing the
+batch in hand, and Redis last, so nothing is cut off mid-step.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +29,11 @@ from shopctl import demo
 from shopctl.redis_server import PortInUse, RedisServer, port_is_free, wait_until_ready
 
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
+# A process that dies is started again after this, doubling while it keeps
+# dying within STABLE_S of its start, up to RESTART_BACKOFF_MAX_S.
+RESTART_BACKOFF_S = 0.5
+RESTART_BACKOFF_MAX_S = 10.0
+STABLE_S = 30.0
 
 
 class LauncherSettings(BaseSettings):
@@ -38,16 +45,31 @@ class LauncherSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, description="Port of the API (API_PORT).")
     data_dir: Path = Field(Path(".data"), description="Where the embedded Redis keeps its AOF.")
+    redis_appendfsync: Literal["everysec", "always"] = Field(
+        "everysec", description="AOF fsync policy of the embedded Redis (see the README).",
+    )
     payment_workers: int = Field(1, ge=1, le=16)
     inventory_workers: int = Field(1, ge=1, le=16)
+    projectors: int = Field(1, ge=1, le=16)
     demo_data: bool = Field(True, description="Load the demo catalog and customers on start.")
 
 
 @dataclass
 class Child:
     name: str
+    module: str
+    env: dict[str, str] = field(repr=False)
     proc: subprocess.Popen | None = None
     pump: threading.Thread | None = field(default=None, repr=False)
+    started_at: float = 0.0
+    restart_at: float | None = None  # set when it died and waits to be started again
+    backoff_s: float = RESTART_BACKOFF_S
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
 
 
 class Launcher:
@@ -118,7 +140,8 @@ class Launcher:
             self.say("shopctl", f"starting the embedded Redis on 127.0.0.1:{s.redis_port} "
                                 f"(data in {data}, AOF on)")
             self.redis = RedisServer(
-                s.redis_port, data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                s.redis_port, data, appendfsync=s.redis_appendfsync,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 start_new_session=True,
             )
             self.redis.start()
@@ -130,7 +153,9 @@ class Launcher:
             "PYTHONUNBUFFERED": "1",
         }
         self._spawn("api", "order_api", env)
-        self._spawn("projector", "order_api.projector", env | {"WORKER_NAME": "projector"})
+        for i in range(1, s.projectors + 1):
+            name = "projector" if s.projectors == 1 else f"projector-{i}"
+            self._spawn(name, "order_api.projector", env | {"WORKER_NAME": name})
         for i in range(1, s.payment_workers + 1):
             self._spawn(f"payment-{i}", "payment_worker", env | {"WORKER_NAME": f"payment-{i}"})
         for i in range(1, s.inventory_workers + 1):
@@ -147,17 +172,22 @@ class Launcher:
                             f"Redis at {self.redis_url}. Ctrl-C stops everything.")
 
     def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=env,
+        child = Child(name, module, env)
+        self._start(child)
+        self.children.append(child)
+
+    def _start(self, child: Child) -> None:
+        child.proc = subprocess.Popen(
+            [sys.executable, "-m", child.module],
+            env=child.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # Ctrl-C reaches the launcher only; it stops them in order
         )
-        child = Child(name, proc)
-        child.pump = self._pump(name, proc)
-        self.children.append(child)
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        child.pump = self._pump(child.name, child.proc)
 
     def _pump(self, name: str, proc: subprocess.Popen | None) -> threading.Thread:
         def copy() -> None:
@@ -191,15 +221,39 @@ class Launcher:
             raise RuntimeError(f"redis exited with code {self.redis.proc.returncode}")
 
     def watch(self) -> int:
+        """Supervise until Ctrl-C: start again whatever dies."""
         while not self.stop_requested:
             self._pause(0.2)
-            try:
-                self._check_children()
-            except RuntimeError as exc:
-                self.say("shopctl", f"{exc}; stopping everything")
-                return 1
+            self._supervise()
         self.say("shopctl", "stopping: API and workers first, then Redis")
         return 0
+
+    def _supervise(self) -> None:
+        now = time.monotonic()
+        if self.redis and self.redis.proc and self.redis.proc.poll() is not None:
+            self.say("shopctl", f"redis {describe_exit(self.redis.proc.returncode)}; "
+                                "starting it again from its AOF")
+            try:
+                self.redis.start()
+                self._pump("redis", self.redis.proc)
+                self.say("shopctl", "redis is back; the workers reconnect by themselves")
+            except (PortInUse, TimeoutError, RuntimeError) as exc:
+                self.say("shopctl", f"redis could not start again: {exc}; retrying")
+        for child in self.children:
+            if child.proc is None or (code := child.proc.poll()) is None:
+                continue
+            if child.restart_at is None:
+                if now - child.started_at > STABLE_S:
+                    child.backoff_s = RESTART_BACKOFF_S
+                self.say("shopctl", f"{child.name} {describe_exit(code)}; "
+                                    f"starting it again in {child.backoff_s:.1f}s")
+                child.restart_at = now + child.backoff_s
+                child.backoff_s = min(child.backoff_s * 2, RESTART_BACKOFF_MAX_S)
+            elif now >= child.restart_at:
+                if child.pump:
+                    child.pump.join(1)
+                self._start(child)
+                self.say("shopctl", f"{child.name} started again (pid {child.proc.pid})")
 
     def shutdown(self) -> int:
         """Stop the children, then Redis; return 1 if any child exited badly."""
@@ -208,7 +262,7 @@ class Launcher:
             if child.proc and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
         for child in self.children:
-            if child.proc is None:
+            if child.proc is None or child.restart_at is not None:  # dead, and said so
                 continue
             try:
                 child.proc.wait(15)

@@ -73,8 +73,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def command(port: int, data_dir: Path, *, aof: bool = True) -> list[str]:
-    """The server's command line: loopback only; with AOF (fsync every second)."""
+def command(
+    port: int, data_dir: Path, *, aof: bool = True, appendfsync: str = "everysec"
+) -> list[str]:
+    """The server's command line: loopback only; with AOF, by default fsynced
+    every second (``always``: before each reply)."""
     args = [
         find_binary(),
         "--port", str(port),
@@ -85,7 +88,7 @@ def command(port: int, data_dir: Path, *, aof: bool = True) -> list[str]:
         "--loglevel", "warning",
     ]
     if aof:
-        args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        args += ["--appendonly", "yes", "--appendfsync", appendfsync]
     else:
         args += ["--appendonly", "no"]
     return args
@@ -117,10 +120,14 @@ def wait_until_ready(
 class RedisServer:
     """A server process on 127.0.0.1:port with its data in ``data_dir``."""
 
-    def __init__(self, port: int, data_dir: Path, *, aof: bool = True, **popen: Any) -> None:
+    def __init__(
+        self, port: int, data_dir: Path, *, aof: bool = True, appendfsync: str = "everysec",
+        **popen: Any,
+    ) -> None:
         self.port = port
         self.data_dir = Path(data_dir)
         self.aof = aof
+        self.appendfsync = appendfsync
         self.popen = popen
         self.proc: subprocess.Popen | None = None
 
@@ -135,7 +142,8 @@ class RedisServer:
                 "set REDIS_PORT to a free port, or set REDIS_URL to use the Redis that is there"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(command(self.port, self.data_dir, aof=self.aof), **self.popen)
+        args = command(self.port, self.data_dir, aof=self.aof, appendfsync=self.appendfsync)
+        self.proc = subprocess.Popen(args, **self.popen)
         wait_until_ready(self.url, proc=self.proc)
         return self
 
