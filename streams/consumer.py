@@ -236,8 +236,9 @@ class Consumer:
                 )
                 batch = [Delivery(stream, i, f or {}, self.group) for i, f in entries]
                 if batch:
-                    log.info("%s: claimed %d message(s) idle over %dms in %s",
-                             self.group, len(batch), self.claim_idle_ms, stream)
+                    log.warning("%s: claimed %d message(s) of %s pending over %dms (a consumer "
+                                "died, is stuck, or waits to retry)",
+                                self.group, len(batch), stream, self.claim_idle_ms)
                     self._count_deliveries(batch)
                     self.handle(batch)
                     handled += len(batch)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,43 +19,10 @@ from order_api.orders import FINAL
 from shopctl import demo
 from shopctl.redis_server import free_port
 from tests import invariants
+from tests.running import Running
 from tests.shop import statuses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-class Running:
-    """``shopctl up`` in a subprocess, its output collected line by line."""
-
-    def __init__(self, data_dir: Path, redis_port: int, api_port: int, *options: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_PORT")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shopctl", "up", "--redis-port", str(redis_port),
-             "--api-port", str(api_port), "--data-dir", str(data_dir), *options],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env | {
-                "NO_COLOR": "1"},
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not any(text in line for line in self.lines):
-            assert self.proc.poll() is None, "launcher exited:\n" + "\n".join(self.lines)
-            assert time.monotonic() < deadline, f"no {text!r} in:\n" + "\n".join(self.lines)
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C does
-        code = self.proc.wait(60)
-        self.reader.join(5)
-        return code
 
 
 def poll_until_final(http: httpx2.Client, order_id: str, timeout_s: float = 30) -> dict:

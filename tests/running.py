@@ -1,0 +1,75 @@
+"""``shopctl up`` as a subprocess, for the end-to-end and chaos tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+class Running:
+    """``shopctl up`` in a subprocess, its output collected line by line."""
+
+    def __init__(
+        self, data_dir: Path, redis_port: int, api_port: int, *options: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_PORT")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shopctl", "up", "--redis-port", str(redis_port),
+             "--api-port", str(api_port), "--data-dir", str(data_dir), *options],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=environ | {"NO_COLOR": "1"} | (env or {}),
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.lines):
+            assert self.proc.poll() is None, "launcher exited:\n" + "\n".join(self.lines)
+            assert time.monotonic() < deadline, f"no {text!r} in:\n" + "\n".join(self.lines)
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+        code = self.proc.wait(60)
+        self.reader.join(5)
+        return code
+
+    @property
+    def children(self) -> dict[str, int]:
+        """The launcher's live child processes: name (payment-1, redis, ...) -> pid."""
+        found: dict[str, int] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                if ppid != self.proc.pid:
+                    continue
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                environ = dict(
+                    item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0")
+                    if b"=" in item
+                )
+            except (OSError, ValueError, IndexError):
+                continue  # it exited meanwhile
+            if any(b"server" in part for part in cmdline[:1]):
+                found["redis"] = int(entry.name)
+            elif b"order_api" in cmdline:
+                found["api"] = int(entry.name)
+            elif b"WORKER_NAME" in environ:
+                found[environ[b"WORKER_NAME"].decode()] = int(entry.name)
+        return found
