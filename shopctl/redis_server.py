@@ -74,10 +74,10 @@ def free_port() -> int:
 
 
 def command(
-    port: int, data_dir: Path, *, aof: bool = True, appendfsync: str = "everysec"
+    port: int, data_dir: Path, *, aof: bool = True, appendfsync: str = "always"
 ) -> list[str]:
     """The server's command line: loopback only; with AOF, by default fsynced
-    every second (``always``: before each reply)."""
+    before each reply (``everysec``: once a second)."""
     args = [
         find_binary(),
         "--port", str(port),
@@ -121,7 +121,7 @@ class RedisServer:
     """A server process on 127.0.0.1:port with its data in ``data_dir``."""
 
     def __init__(
-        self, port: int, data_dir: Path, *, aof: bool = True, appendfsync: str = "everysec",
+        self, port: int, data_dir: Path, *, aof: bool = True, appendfsync: str = "always",
         **popen: Any,
     ) -> None:
         self.port = port

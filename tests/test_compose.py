@@ -58,3 +58,12 @@ def test_the_image_copies_every_package_the_services_run() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     for package in ("streams", "order_api", "payment_worker", "inventory_worker", "shopctl"):
         assert f"COPY {package} ./{package}" in dockerfile
+
+
+@pytest.mark.parametrize(
+    "name", ["redis", "api", "projector", "payment_worker", "inventory_worker"]
+)
+def test_what_dies_is_started_again(name: str) -> None:
+    assert SERVICES[name]["restart"] == "unless-stopped"
+    if name == "redis":
+        assert SERVICES[name]["command"][-2:] == ["--appendfsync", "always"]
