@@ -1,4 +1,4 @@
-"""Worker processes as they run in production: signals and Redis outages."""
+"""Processes as they run in production: signals and Redis outages."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
+from order_api.main import create_app
+from order_api.settings import ApiSettings
 from shopctl.redis_server import RedisServer, free_port
 from streams import keys
+from streams.connection import connect_async
 from streams.consumer import Consumer
 from tests.shop import GROUPS, Shop
 
@@ -109,3 +113,27 @@ def test_a_worker_waiting_out_an_outage_still_stops_on_sigterm() -> None:
         proc.kill()
     assert proc.returncode == 0, output
     assert "Traceback" not in output
+
+
+def test_the_api_answers_503_during_an_outage_and_recovers_by_itself(tmp_path: Path) -> None:
+    server = RedisServer(free_port(), tmp_path, aof=True).start()
+    shop = Shop(redis.Redis.from_url(server.url, decode_responses=True),
+                lambda: redis.asyncio.Redis.from_url(server.url, decode_responses=True))
+    shop.product("item1", stock=10)
+    shop.customer("alice", 10_000)
+    body = {"customer_id": "alice", "lines": [{"product_id": "item1", "quantity": 1}]}
+    try:
+        with TestClient(create_app(ApiSettings(), client=connect_async(server.url))) as api:
+            first = api.post("/orders", json=body)
+            assert first.status_code == 202
+            server.stop()
+            for _ in range(3):
+                down = api.post("/orders", json=body)
+                assert down.status_code == 503 and down.headers["retry-after"] == "1"
+            server.start()  # back from its AOF; the same app, no restart
+            again = api.post("/orders", json=body)
+            assert again.status_code == 202
+            assert api.get(f"/orders/{first.json()['id']}").status_code == 200
+            assert api.get("/orders").json()["total"] == 2
+    finally:
+        server.stop()
