@@ -44,12 +44,37 @@ from streams.delivery import Delivery, Middleware, reject
 from streams.envelope import Envelope, MalformedEntry
 from streams.events import EVENTS, stream_of
 from streams.outcomes import Ack, Outcome
+from streams.scripts import Script
 
 log = logging.getLogger(__name__)
 
 # How long a handler's last error for a message is kept in Redis: far longer
 # than any retry schedule, short enough that nothing piles up.
 ERROR_TTL_S = 24 * 3600
+# A consumer with nothing pending that has not even tried to read for this
+# long is gone (a replica that crashed under a host-pid name): it is removed
+# from its group so that the list does not grow with every restart.
+FORGET_CONSUMERS_AFTER_S = 3600
+
+# Remove the group's consumers that hold nothing and have been idle long
+# enough, atomically: checked and deleted in one step, so a consumer that
+# reads meanwhile cannot lose its pending entries with it.
+# KEYS: stream. ARGV: group, idle ms, the caller's own name (kept).
+FORGET_CONSUMERS = Script(
+    "forget_consumers",
+    """
+local gone = {}
+for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local c = {}
+  for i = 1, #row, 2 do c[row[i]] = row[i + 1] end
+  if c['pending'] == 0 and c['idle'] >= tonumber(ARGV[2]) and c['name'] ~= ARGV[3] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c['name'])
+    gone[#gone + 1] = c['name']
+  end
+end
+return gone
+""",
+)
 
 Handler = Callable[[Any], Outcome]
 
@@ -170,14 +195,29 @@ class Consumer:
         return max(1, min(self.block_ms, until))
 
     def maintain(self) -> None:
-        """Claim what other consumers left idle too long; trim the streams."""
+        """Claim what other consumers left idle too long, forget consumers long
+        gone, trim the streams."""
         self.claim_idle()
+        self.forget_consumers()
         if self.retention_s is not None:
             live = [s for s in self.streams if not keys.is_dead(s)]
             for stream, removed in retention.trim(self.client, live, self.retention_s).items():
                 if removed:
                     log.debug("%s: trimmed %d entries from %s", self.group, removed, stream)
         self._maintain_at = time.monotonic() + max(0.1, self.claim_idle_ms / 2000)
+
+    def forget_consumers(self, after_s: float = FORGET_CONSUMERS_AFTER_S) -> list[str]:
+        """Remove consumers of this group that hold nothing and have been idle
+        for ``after_s``; return their names."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.eval(FORGET_CONSUMERS.source, 1, stream, self.group, int(after_s * 1000),
+                      self.name)
+        gone = sorted({name for names in pipe.execute() for name in names})
+        if gone:
+            log.info("%s: forgot consumers idle over %.0fs with nothing pending: %s",
+                     self.group, after_s, ", ".join(gone))
+        return gone
 
     def backoff_s(self, deliveries: int) -> float:
         """How long a message delivered ``deliveries`` times waits before the next try."""

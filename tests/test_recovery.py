@@ -192,3 +192,21 @@ def test_stream_memory_stays_flat_once_retention_is_reached(real_shop: Shop) -> 
         sizes.append(sum(real_shop.r.memory_usage(s) or 0 for s in keys.ALL_STREAMS))
         assert max(real_shop.r.xlen(s) for s in keys.ALL_STREAMS) == 0
     assert max(sizes[1:]) <= sizes[1] * 1.1, sizes
+
+
+def test_consumers_long_gone_with_nothing_pending_are_forgotten(real_shop: Shop) -> None:
+    real_shop.customer("alice", 10_000)
+    real_shop.product("item1", stock=10)
+    real_shop.order("alice", ("item1", 1))
+    me = Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP], name="me")
+    me.ensure_groups()
+    real_shop.r.xreadgroup(keys.PAYMENT_GROUP, "crashed-holding", {keys.ORDERS_CREATED: ">"})
+    real_shop.r.xreadgroup(keys.PAYMENT_GROUP, "crashed-empty", {keys.ORDERS_CREATED: ">"})
+    me.handle_new()
+    time.sleep(0.1)
+    assert me.forget_consumers(after_s=0.05) == ["crashed-empty"]
+    names = {c["name"] for c in real_shop.r.xinfo_consumers(keys.ORDERS_CREATED,
+                                                            keys.PAYMENT_GROUP)}
+    # A consumer that holds messages is kept (they are claimed, not dropped).
+    assert names == {"crashed-holding", "me"}
+    assert me.forget_consumers(after_s=3600) == []
