@@ -37,44 +37,15 @@ from typing import Any
 
 import redis
 
-from streams import keys, retention
+from streams import keys, recovery, retention
 from streams.commit import Committer
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
 from streams.delivery import Delivery, Middleware, reject
 from streams.envelope import Envelope, MalformedEntry
 from streams.events import EVENTS, stream_of
 from streams.outcomes import Ack, Outcome
-from streams.scripts import Script
 
 log = logging.getLogger(__name__)
-
-# How long a handler's last error for a message is kept in Redis: far longer
-# than any retry schedule, short enough that nothing piles up.
-ERROR_TTL_S = 24 * 3600
-# A consumer with nothing pending that has not even tried to read for this
-# long is gone (a replica that crashed under a host-pid name): it is removed
-# from its group so that the list does not grow with every restart.
-FORGET_CONSUMERS_AFTER_S = 3600
-
-# Remove the group's consumers that hold nothing and have been idle long
-# enough, atomically: checked and deleted in one step, so a consumer that
-# reads meanwhile cannot lose its pending entries with it.
-# KEYS: stream. ARGV: group, idle ms, the caller's own name (kept).
-FORGET_CONSUMERS = Script(
-    "forget_consumers",
-    """
-local gone = {}
-for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local c = {}
-  for i = 1, #row, 2 do c[row[i]] = row[i + 1] end
-  if c['pending'] == 0 and c['idle'] >= tonumber(ARGV[2]) and c['name'] ~= ARGV[3] then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c['name'])
-    gone[#gone + 1] = c['name']
-  end
-end
-return gone
-""",
-)
 
 Handler = Callable[[Any], Outcome]
 
@@ -159,7 +130,7 @@ class Consumer:
 
     def run(self, once: bool = False) -> None:
         """Handle messages until ``stop()``; with ``once``, until none is left."""
-        outage: _Outage | None = None
+        outage: recovery.Outage | None = None
         prepared = False
         while not self.stopping:
             try:
@@ -179,7 +150,7 @@ class Consumer:
                 if once and not handled and not self._retries:
                     return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                outage = outage or _Outage(self.group, exc)
+                outage = outage or recovery.Outage(self.group, exc)
                 self._pause(outage.next_delay())
                 prepared = False
             except redis.ResponseError as exc:
@@ -206,14 +177,10 @@ class Consumer:
                     log.debug("%s: trimmed %d entries from %s", self.group, removed, stream)
         self._maintain_at = time.monotonic() + max(0.1, self.claim_idle_ms / 2000)
 
-    def forget_consumers(self, after_s: float = FORGET_CONSUMERS_AFTER_S) -> list[str]:
+    def forget_consumers(self, after_s: float = recovery.FORGET_CONSUMERS_AFTER_S) -> list[str]:
         """Remove consumers of this group that hold nothing and have been idle
         for ``after_s``; return their names."""
-        pipe = self.client.pipeline(transaction=False)
-        for stream in self.streams:
-            pipe.eval(FORGET_CONSUMERS.source, 1, stream, self.group, int(after_s * 1000),
-                      self.name)
-        gone = sorted({name for names in pipe.execute() for name in names})
+        gone = recovery.forget_consumers(self.client, self.group, self.streams, self.name, after_s)
         if gone:
             log.info("%s: forgot consumers idle over %.0fs with nothing pending: %s",
                      self.group, after_s, ", ".join(gone))
@@ -221,7 +188,7 @@ class Consumer:
 
     def backoff_s(self, deliveries: int) -> float:
         """How long a message delivered ``deliveries`` times waits before the next try."""
-        return min(self.retry_after_s * 2 ** max(0, deliveries - 1), self.claim_idle_ms / 1000)
+        return recovery.backoff_s(deliveries, self.retry_after_s, self.claim_idle_ms / 1000)
 
     # -- reading ---------------------------------------------------------------
 
@@ -257,7 +224,7 @@ class Consumer:
                 batch += [Delivery(stream, i, f or {}, self.group) for i, f in entries]
             if not batch:
                 break
-            self._count_deliveries(batch)
+            recovery.count_deliveries(self.client, self.group, batch)
             self.handle(batch)
             handled += len(batch)
         return handled
@@ -279,7 +246,7 @@ class Consumer:
                     log.warning("%s: claimed %d message(s) of %s pending over %dms (a consumer "
                                 "died, is stuck, or waits to retry)",
                                 self.group, len(batch), stream, self.claim_idle_ms)
-                    self._count_deliveries(batch)
+                    recovery.count_deliveries(self.client, self.group, batch)
                     self.handle(batch)
                     handled += len(batch)
                 if next_start == "0-0" or not batch:
@@ -308,19 +275,9 @@ class Consumer:
             del self._retries[(stream, entry_id)]
             batch += [Delivery(stream, i, f or {}, self.group) for i, f in claimed]
         if batch:
-            self._count_deliveries(batch)
+            recovery.count_deliveries(self.client, self.group, batch)
             self.handle(batch)
         return len(batch)
-
-    def _count_deliveries(self, batch: list[Delivery]) -> None:
-        """Fill in how many times Redis has delivered each re-read message."""
-        pipe = self.client.pipeline(transaction=False)
-        for delivery in batch:
-            pipe.xpending_range(
-                delivery.stream, self.group, delivery.entry_id, delivery.entry_id, 1,
-            )
-        for delivery, rows in zip(batch, pipe.execute(), strict=True):
-            delivery.deliveries = rows[0]["times_delivered"] if rows else 1
 
     # -- handling --------------------------------------------------------------
 
@@ -328,7 +285,9 @@ class Consumer:
         """Decide every message of a batch, commit the outcomes, run the hooks."""
         if not batch:
             return
-        errors = self._last_errors([d for d in batch if d.deliveries > self.max_deliveries])
+        errors = recovery.last_errors(
+            self.client, self.group, [d for d in batch if d.deliveries > self.max_deliveries]
+        )
         for delivery in batch:
             self._decide(delivery, errors)
         self._committer.commit(batch)
@@ -344,29 +303,15 @@ class Consumer:
                 except Exception:  # the outcome is committed; a hook must not stop the worker
                     log.exception("%s: middleware failed after %s", self.group, delivery.entry_id)
 
-    def _last_errors(self, batch: list[Delivery]) -> dict[tuple[str, str], str]:
-        if not batch:
-            return {}
-        found = self.client.mget(
-            [keys.delivery_error(self.group, d.stream, d.entry_id) for d in batch]
-        )
-        return {(d.stream, d.entry_id): e for d, e in zip(batch, found, strict=True) if e}
-
     def _remember_failures(self, failed: list[Delivery]) -> None:
         """Keep each error in Redis, for whichever consumer gives up on the
         message, and schedule our own retry after the backoff."""
-        pipe = self.client.pipeline(transaction=False)
         now = time.monotonic()
         for delivery in failed:
-            error = delivery.error
-            pipe.set(
-                keys.delivery_error(self.group, delivery.stream, delivery.entry_id),
-                f"{type(error).__name__}: {error}", ex=ERROR_TTL_S,
-            )
             wait = delivery.retry_in_s = self.backoff_s(delivery.deliveries)
             self._retries[(delivery.stream, delivery.entry_id)] = (now + wait, int(wait * 1000))
         try:
-            pipe.execute()
+            recovery.record_errors(self.client, self.group, failed)
         except redis.RedisError as exc:  # the message stays pending and is retried anyway
             log.warning("%s: could not record %d error(s): %s", self.group, len(failed), exc)
 
@@ -409,23 +354,3 @@ class Consumer:
 def _entries(reply: Any) -> list[tuple[str, list]]:
     """XREADGROUP's RESP2 reply as (stream, entries) pairs."""
     return [(stream, entries) for stream, entries in reply or []]
-
-
-class _Outage:
-    """Backs off while Redis is unreachable, logging one line when it starts
-    and one when it ends, rather than a traceback per poll."""
-
-    def __init__(self, group: str, exc: Exception) -> None:
-        self.group = group
-        self.started = time.monotonic()
-        self.delay = 0.1
-        log.warning("%s: redis unreachable (%s); retrying with backoff", group, exc)
-
-    def next_delay(self) -> float:
-        delay, self.delay = self.delay, min(self.delay * 2, 2.0)
-        return delay
-
-    def over(self) -> None:
-        log.warning(
-            "%s: redis is back after %.1fs; resuming", self.group, time.monotonic() - self.started
-        )

@@ -1,0 +1,117 @@
+"""What the runner keeps in Redis to recover: delivery counts, the last error
+of a failing message, the backoff between tries, forgetting consumers long
+gone, and riding out an outage.
+
+Nothing here is kept only in memory that another consumer would need: Redis
+counts deliveries (XPENDING), and the last error of a message is a key with a
+TTL, so the consumer that finally gives up on a message can name the error
+even if another one raised it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import redis
+
+from streams import keys
+from streams.delivery import Delivery
+from streams.scripts import Script
+
+log = logging.getLogger("streams.consumer")
+
+# How long a handler's last error for a message is kept in Redis: far longer
+# than any retry schedule, short enough that nothing piles up.
+ERROR_TTL_S = 24 * 3600
+# A consumer with nothing pending that has not even tried to read for this
+# long is gone (a replica that crashed under a host-pid name): it is removed
+# from its group so that the list does not grow with every restart.
+FORGET_CONSUMERS_AFTER_S = 3600
+
+# Remove the group's consumers that hold nothing and have been idle long
+# enough, atomically: checked and deleted in one step, so a consumer that
+# reads meanwhile cannot lose its pending entries with it.
+# KEYS: stream. ARGV: group, idle ms, the caller's own name (kept).
+FORGET_CONSUMERS = Script(
+    "forget_consumers",
+    """
+local gone = {}
+for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local c = {}
+  for i = 1, #row, 2 do c[row[i]] = row[i + 1] end
+  if c['pending'] == 0 and c['idle'] >= tonumber(ARGV[2]) and c['name'] ~= ARGV[3] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c['name'])
+    gone[#gone + 1] = c['name']
+  end
+end
+return gone
+""",
+)
+
+
+def backoff_s(deliveries: int, first_s: float, longest_s: float) -> float:
+    """The wait after a message's ``deliveries``-th failed try: ``first_s``,
+    doubling each time, at most ``longest_s``."""
+    return min(first_s * 2 ** max(0, deliveries - 1), longest_s)
+
+
+def count_deliveries(client: redis.Redis, group: str, batch: list[Delivery]) -> None:
+    """Fill in how many times Redis has delivered each re-read message."""
+    pipe = client.pipeline(transaction=False)
+    for delivery in batch:
+        pipe.xpending_range(delivery.stream, group, delivery.entry_id, delivery.entry_id, 1)
+    for delivery, rows in zip(batch, pipe.execute(), strict=True):
+        delivery.deliveries = rows[0]["times_delivered"] if rows else 1
+
+
+def record_errors(client: redis.Redis, group: str, failed: list[Delivery]) -> None:
+    """Keep the error of each failed delivery, for ERROR_TTL_S."""
+    pipe = client.pipeline(transaction=False)
+    for delivery in failed:
+        error = delivery.error
+        pipe.set(keys.delivery_error(group, delivery.stream, delivery.entry_id),
+                 f"{type(error).__name__}: {error}", ex=ERROR_TTL_S)
+    pipe.execute()
+
+
+def last_errors(
+    client: redis.Redis, group: str, batch: list[Delivery]
+) -> dict[tuple[str, str], str]:
+    """The last recorded error of each message, by (stream, entry id)."""
+    if not batch:
+        return {}
+    found = client.mget([keys.delivery_error(group, d.stream, d.entry_id) for d in batch])
+    return {(d.stream, d.entry_id): e for d, e in zip(batch, found, strict=True) if e}
+
+
+def forget_consumers(
+    client: redis.Redis, group: str, streams: Iterable[str], keep: str, after_s: float
+) -> list[str]:
+    """Remove the group's consumers that hold nothing and have been idle for
+    ``after_s`` (never ``keep``); return their names."""
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.eval(FORGET_CONSUMERS.source, 1, stream, group, int(after_s * 1000), keep)
+    return sorted({name for names in pipe.execute() for name in names})
+
+
+class Outage:
+    """Backs off while Redis is unreachable, logging one line when it starts
+    and one when it ends, rather than a traceback per poll."""
+
+    def __init__(self, group: str, exc: Exception) -> None:
+        self.group = group
+        self.started = time.monotonic()
+        self.delay = 0.1
+        log.warning("%s: redis unreachable (%s); retrying with backoff", group, exc)
+
+    def next_delay(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, 2.0)
+        return delay
+
+    def over(self) -> None:
+        log.warning(
+            "%s: redis is back after %.1fs; resuming", self.group, time.monotonic() - self.started
+        )
