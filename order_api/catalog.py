@@ -50,14 +50,18 @@ async def get_product(r: redis.asyncio.Redis, product_id: str) -> Product:
     return await _read(r, Product, product_id)
 
 
-async def list_products(r: redis.asyncio.Redis) -> list[Product]:
+async def list_products(r: redis.asyncio.Redis, query: str | None = None) -> list[Product]:
+    """Every product, by id; with ``query``, those whose id or name contains
+    every word of it (case-insensitive)."""
     # A SCAN over the catalog: fine for a shop's products, not for orders.
     product_keys = sorted([key async for key in r.scan_iter(keys.product_pattern(), count=500)])
     async with r.pipeline(transaction=False) as pipe:
         for key in product_keys:
             pipe.hgetall(key)
         found = await pipe.execute()
-    return [Product.model_validate(fields) for fields in found if fields]
+    products = [Product.model_validate(fields) for fields in found if fields]
+    words = (query or "").lower().split()
+    return [p for p in products if all(w in f"{p.pk} {p.name}".lower() for w in words)]
 
 
 async def update_product(r: redis.asyncio.Redis, product_id: str, body: ProductPatch) -> Product:

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from order_api.errors import Conflict, NotFound, Unprocessable
-from order_api.routes import customers, health, orders, products
+from order_api.routes import customers, health, ops, orders, products
 from order_api.settings import ApiSettings
 from streams import logs
 from streams.connection import connect_async
@@ -42,7 +42,7 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
         summary="Orders choreographed over Redis Streams. Money is integer cents; times are UTC.",
         lifespan=lifespan,
     )
-    for router in (products.router, customers.router, orders.router, health.router):
+    for router in (products.router, customers.router, orders.router, ops.router, health.router):
         app.include_router(router)
     _add_error_answers(app)
     app.state.settings = settings

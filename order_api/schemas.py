@@ -118,3 +118,42 @@ class OrderPage(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+# -- operations: streams, consumer groups, dead letters -------------------------
+
+
+class GroupHealth(BaseModel):
+    name: str
+    consumers: int
+    pending: int = Field(description="Read by a consumer and not yet acknowledged.")
+    lag: int | None = Field(description="Not yet read; unknown (null) right after a trim.")
+    last_delivered_id: str
+
+
+class StreamHealth(BaseModel):
+    name: str
+    length: int
+    last_id: str
+    groups: list[GroupHealth]
+    dead_letters: int = Field(description="Entries in <name>.dead.")
+
+
+class DeadLetterOut(BaseModel):
+    ref: str = Field(description="Names it for replay: <stream>.dead/<entry id>.")
+    order_id: str
+    group: str
+    reason: str
+    stream: str
+    entry_id: str
+    deliveries: int
+    failed_at: str
+
+
+class Replay(Body):
+    refs: list[str] = Field(min_length=1, max_length=1000,
+                            examples=[["orders.created.dead/1795240384759-0"]])
+
+
+class ReplayOut(BaseModel):
+    results: dict[str, str] = Field(description="Per dead letter: its new entry, or why not.")

@@ -200,3 +200,35 @@ def test_a_malformed_idempotency_key_is_a_422(api: TestClient, key: str) -> None
     answer = api.post("/orders", json=ORDER, headers={"Idempotency-Key": key})
     assert answer.status_code == 422
     assert answer.json()["detail"].startswith("header.Idempotency-Key: String should")
+
+
+def test_products_are_searched_by_words_of_their_id_or_name(api: TestClient) -> None:
+    assert [p["id"] for p in api.get("/products", params={"q": "cup"}).json()] == ["item2"]
+    assert [p["id"] for p in api.get("/products", params={"q": "BEANS item1"}).json()] == [
+        "item1"]
+    assert api.get("/products", params={"q": "tea"}).json() == []
+    assert len(api.get("/products").json()) == 2
+
+
+def test_operators_see_streams_groups_and_dead_letters(
+    api: TestClient, afake: redis.asyncio.Redis
+) -> None:
+    api.post("/orders", json=ORDER)
+    asyncio.run(afake.xadd("orders.created", {"hello": "world"}))
+    asyncio.run(afake.xgroup_create("orders.created", "payment", id="0"))
+    streams = {s["name"]: s for s in api.get("/ops/streams").json()}
+    assert list(streams) == ["orders.created", "payments.completed", "payments.failed",
+                             "inventory.reserved", "inventory.rejected", "payments.refunded"]
+    assert streams["orders.created"]["length"] == 2
+    [group] = streams["orders.created"]["groups"]
+    assert (group["name"], group["pending"], group["lag"]) == ("payment", 0, 2)
+    assert streams["payments.completed"] == {
+        "name": "payments.completed", "length": 0, "last_id": "0-0", "groups": [],
+        "dead_letters": 0}
+    assert api.get("/ops/dead-letters").json() == []
+    answer = api.post("/ops/dead-letters/replay", json={"refs": ["nowhere/1-0"]})
+    assert answer.status_code == 422 and answer.json()["detail"].startswith(
+        "refs: 'nowhere/1-0': the part before '/' must be one of orders.created.dead")
+    answer = api.post("/ops/dead-letters/replay", json={"refs": ["orders.created.dead/1-0"]})
+    assert answer.json() == {"results": {"orders.created.dead/1-0": "no such dead letter"}}
+    assert api.get("/ops/dead-letters", params={"stream": "nope"}).status_code == 422

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 
 from order_api import catalog
 from order_api.deps import RedisDep
@@ -23,9 +25,12 @@ async def add_product(body: ProductIn, r: RedisDep) -> ProductOut:
 
 
 @router.get("", response_model=list[ProductOut])
-async def list_products(r: RedisDep) -> list[ProductOut]:
-    """List every product with its price and stock."""
-    return [_out(p) for p in await catalog.list_products(r)]
+async def list_products(
+    r: RedisDep,
+    q: Annotated[str | None, Query(max_length=200, description="Words in the id or name.")] = None,
+) -> list[ProductOut]:
+    """List products with price and stock; ``q`` keeps those whose id or name has every word."""
+    return [_out(p) for p in await catalog.list_products(r, q)]
 
 
 @router.get("/{product_id}", response_model=ProductOut)

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from order_api import ops
+from order_api.deps import RedisDep
+from order_api.errors import Unprocessable
+from order_api.schemas import DeadLetterOut, Replay, ReplayOut, StreamHealth
+from streams import deadletter
+
+router = APIRouter(prefix="/ops", tags=["operations"])
+
+
+@router.get("/streams", response_model=list[StreamHealth])
+async def streams(r: RedisDep) -> list[StreamHealth]:
+    """Each stream: length, consumer groups (pending, lag), dead letters."""
+    return await ops.streams(r)
+
+
+@router.get("/dead-letters", response_model=list[DeadLetterOut])
+async def dead_letters(
+    r: RedisDep,
+    stream: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeadLetterOut]:
+    """Dead letters, newest first (of one stream, e.g. orders.created, or all)."""
+    try:
+        found = await deadletter.list_dead(r, stream, limit)
+    except ValueError as exc:
+        raise Unprocessable(f"stream: {exc}") from None
+    return [
+        DeadLetterOut(ref=s.ref, order_id=s.letter.order_id, group=s.letter.group,
+                      reason=s.letter.reason, stream=s.letter.stream,
+                      entry_id=s.letter.entry_id, deliveries=s.letter.deliveries,
+                      failed_at=s.letter.failed_at)
+        if s.letter else
+        DeadLetterOut(ref=s.ref, order_id="", group="", reason=f"not a dead letter: {s.fields}",
+                      stream="", entry_id="", deliveries=0, failed_at="")
+        for s in found
+    ]
+
+
+@router.post("/dead-letters/replay", response_model=ReplayOut)
+async def replay(body: Replay, r: RedisDep) -> ReplayOut:
+    """Put dead letters back on their streams (handlers are idempotent)."""
+    try:
+        return ReplayOut(results=await deadletter.replay(r, body.refs))
+    except ValueError as exc:
+        raise Unprocessable(f"refs: {exc}") from None
