@@ -7,6 +7,7 @@ COPY order_api ./order_api
 COPY payment_worker ./payment_worker
 COPY inventory_worker ./inventory_worker
 COPY shopctl ./shopctl
+COPY mcp_servers ./mcp_servers
 RUN pip install --no-cache-dir .
 # Each service of docker-compose.yml names its own command.
 CMD ["python", "-m", "order_api"]

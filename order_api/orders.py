@@ -21,7 +21,14 @@ import redis.asyncio
 
 from order_api import catalog
 from order_api.errors import NotFound, Unprocessable
-from order_api.schemas import HistoryEntry, OrderIn, OrderOut, OrderPage, OrderSummary
+from order_api.schemas import (
+    FINAL_STATUSES,
+    HistoryEntry,
+    OrderIn,
+    OrderOut,
+    OrderPage,
+    OrderSummary,
+)
 from streams import keys
 from streams.envelope import Envelope
 from streams.events import OrderCreated, OrderLine
@@ -32,7 +39,7 @@ STATUSES = ("pending", "paid", "failed", "completed", "rejected", "refunded")
 # final statuses so that a dead letter replayed successfully can still finish
 # its order; a late event never moves an order back.
 RANK = {"pending": 0, "paid": 1, "failed": 2, "completed": 3, "rejected": 3, "refunded": 3}
-FINAL = frozenset({"failed", "completed", "rejected", "refunded"})
+FINAL = FINAL_STATUSES
 
 log = logging.getLogger(__name__)
 

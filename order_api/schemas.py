@@ -20,6 +20,8 @@ PriceCents = Annotated[int, Field(strict=True, ge=0, le=100_000_000)]
 BalanceCents = Annotated[int, Field(strict=True, ge=0, le=10**13)]
 Quantity = Annotated[int, Field(strict=True, ge=1, le=10_000)]
 OrderStatus = Literal["pending", "paid", "failed", "completed", "rejected", "refunded"]
+# An order in one of these has reached the end of its saga.
+FINAL_STATUSES = frozenset({"failed", "completed", "rejected", "refunded"})
 
 
 class Body(BaseModel):

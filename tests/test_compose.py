@@ -56,7 +56,8 @@ def test_workers_can_be_scaled(name: str) -> None:
 
 def test_the_image_copies_every_package_the_services_run() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("streams", "order_api", "payment_worker", "inventory_worker", "shopctl"):
+    for package in ("streams", "order_api", "payment_worker", "inventory_worker", "shopctl",
+                    "mcp_servers"):
         assert f"COPY {package} ./{package}" in dockerfile
 
 

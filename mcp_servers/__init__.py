@@ -1,0 +1,3 @@
+"""Two MCP servers that let AI agents run the shop, as thin adapters over the
+order API's HTTP interface: ``shop`` (buy and follow orders) and ``ops``
+(stock and operations)."""

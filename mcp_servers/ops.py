@@ -1,0 +1,161 @@
+"""The ops MCP server, for an operations agent: keep the stock and the catalog,
+watch the streams and consumer groups, replay dead letters.
+
+Run it with ``ops-mcp`` or ``python -m mcp_servers.ops`` (stdio), or
+``ops-mcp --http`` (streamable HTTP on 127.0.0.1:8102/mcp).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+from mcp.server.mcpserver import MCPServer
+from pydantic import BaseModel, Field
+
+from mcp_servers.api import ShopApi
+from mcp_servers.serve import arguments, serve, settings_from
+from order_api.schemas import (
+    DeadLetterOut,
+    Id,
+    PriceCents,
+    ProductOut,
+    ReplayOut,
+    StreamHealth,
+)
+
+DEFAULT_PORT = 8102
+
+INSTRUCTIONS = """\
+Operations of a shop whose orders flow through Redis Streams: payment and
+inventory workers react to events. Money is in integer cents. stock_report
+shows what runs low; restock, add_product and set_price keep the catalog;
+stream_health shows backlogs (lag: not yet read; pending: read, not yet
+acknowledged) and dead letters (messages no worker could handle), which
+list_dead_letters explains and replay_dead_letters retries once the cause is
+fixed. A replay is safe: the workers never apply the same effect twice."""
+
+ProductId = Annotated[str, Field(description="The product's id, e.g. item2.")]
+
+
+class StockLine(ProductOut):
+    low: bool = Field(description="Stock at or below the threshold asked for.")
+
+
+class StockReport(BaseModel):
+    products: list[StockLine] = Field(description="Lowest stock first.")
+    low: list[str] = Field(description="Ids of the products at or below the threshold.")
+
+
+class HealthReport(BaseModel):
+    streams: list[StreamHealth]
+    lag: int = Field(description="Messages not yet read, over every group.")
+    pending: int = Field(description="Messages read and not yet acknowledged.")
+    dead_letters: int
+    summary: str
+
+
+def create_server(api: ShopApi) -> MCPServer:
+    server = MCPServer("ops", instructions=INSTRUCTIONS, version="1.0.0")
+
+    @server.tool()
+    async def stock_report(
+        low_at: Annotated[int, Field(
+            ge=0, le=1_000_000, description="A product with this many units or fewer is low.")]
+        = 10,
+    ) -> StockReport:
+        """Every product with its stock, lowest first, flagging the low ones."""
+        products = [ProductOut.model_validate(p) for p in await api.get("/products")]
+        lines = sorted(
+            (StockLine(**p.model_dump(), low=p.stock <= low_at) for p in products),
+            key=lambda line: (line.stock, line.id),
+        )
+        return StockReport(products=lines, low=[line.id for line in lines if line.low])
+
+    @server.tool()
+    async def restock(
+        product_id: ProductId,
+        quantity: Annotated[int, Field(ge=1, le=1_000_000, description="Units to add.")],
+    ) -> ProductOut:
+        """Add units to a product's stock (atomically; orders in flight are safe)."""
+        return ProductOut.model_validate(
+            await api.post(f"/products/{product_id}/restock", {"quantity": quantity})
+        )
+
+    @server.tool()
+    async def add_product(
+        name: Annotated[str, Field(min_length=1, max_length=200)],
+        price_cents: Annotated[PriceCents, Field(description="Price in integer cents.")],
+        stock: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0,
+        product_id: Annotated[Id | None, Field(
+            description="An id of your choice (e.g. item3); generated if left out.")] = None,
+    ) -> ProductOut:
+        """Add a product to the catalog."""
+        body = {"name": name, "price_cents": price_cents, "stock": stock}
+        if product_id is not None:
+            body["id"] = product_id
+        return ProductOut.model_validate(await api.post("/products", body))
+
+    @server.tool()
+    async def set_price(
+        product_id: ProductId,
+        price_cents: Annotated[PriceCents, Field(description="New price in integer cents.")],
+    ) -> ProductOut:
+        """Change a product's price; orders already placed keep the price they were placed at."""
+        return ProductOut.model_validate(
+            await api.patch(f"/products/{product_id}", {"price_cents": price_cents})
+        )
+
+    @server.tool()
+    async def stream_health() -> HealthReport:
+        """Each stream's length, its consumer groups' lag and pending messages, and its
+        dead letters; with totals and a one-line summary."""
+        streams = [StreamHealth.model_validate(s) for s in await api.get("/ops/streams")]
+        groups = [g for s in streams for g in s.groups]
+        lag = sum(g.lag or 0 for g in groups)
+        pending = sum(g.pending for g in groups)
+        dead = sum(s.dead_letters for s in streams)
+        if not groups:
+            summary = "no consumer group yet: are the workers running?"
+        elif lag or pending:
+            summary = f"busy: {lag} message(s) waiting to be read, {pending} being handled"
+        else:
+            summary = "idle: every message handled"
+        if dead:
+            summary += f"; {dead} dead letter(s): see list_dead_letters"
+        return HealthReport(streams=streams, lag=lag, pending=pending, dead_letters=dead,
+                            summary=summary)
+
+    @server.tool()
+    async def list_dead_letters(
+        stream: Annotated[str | None, Field(
+            description="Only this stream's, e.g. orders.created.")] = None,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 20,
+    ) -> list[DeadLetterOut]:
+        """Messages no worker could handle, newest first: the order, the group that gave
+        up, how many times it was delivered and why."""
+        found = await api.get("/ops/dead-letters", stream=stream, limit=limit)
+        return [DeadLetterOut.model_validate(d) for d in found]
+
+    @server.tool()
+    async def replay_dead_letters(
+        refs: Annotated[list[str], Field(
+            min_length=1, max_length=1000,
+            description="Dead letters as list_dead_letters names them (ref).")],
+    ) -> ReplayOut:
+        """Put dead letters back on their streams, once their cause is fixed. Only what had
+        not happened yet happens; the order then goes on to its final status."""
+        return ReplayOut.model_validate(await api.post("/ops/dead-letters/replay",
+                                                       {"refs": refs}))
+
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments("ops", DEFAULT_PORT, argv)
+    settings = settings_from(args)
+    return serve(create_server(ShopApi(settings.shop_api_url)), settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

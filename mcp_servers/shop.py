@@ -1,0 +1,161 @@
+"""The shop MCP server, for a shopping agent: find products, place orders and
+follow them to their final status.
+
+Run it with ``shop-mcp`` or ``python -m mcp_servers.shop`` (stdio), or
+``shop-mcp --http`` (streamable HTTP on 127.0.0.1:8101/mcp).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from pydantic import BaseModel, Field
+
+from mcp_servers.api import ApiError, ShopApi
+from mcp_servers.serve import arguments, serve, settings_from
+from order_api.schemas import (
+    FINAL_STATUSES,
+    Id,
+    LineIn,
+    OrderOut,
+    OrderPage,
+    OrderStatus,
+    ProductOut,
+)
+
+DEFAULT_PORT = 8101
+WAIT_LIMIT_S = 10.0
+
+INSTRUCTIONS = """\
+A shop whose orders are processed asynchronously: placing an order returns at
+once with status `pending`; payment and stock follow within moments. Money is
+in integer cents. Final statuses: completed (paid, stock taken), rejected
+(payment declined), refunded (paid, then refunded because stock was short),
+failed (a step could not be handled; an operator can replay it).
+Find products with find_products, order with place_order, then follow the
+order with wait_for_order (or get_order)."""
+
+CustomerId = Annotated[str, Field(description="The customer's id, e.g. alice.")]
+OrderId = Annotated[str, Field(description="The order's id, e.g. ord_88db353ea56effe3.")]
+
+
+class WaitResult(BaseModel):
+    order: OrderOut
+    final: bool = Field(description="Whether the status is final; if not, wait again later.")
+    waited_s: float
+
+
+def create_server(api: ShopApi) -> MCPServer:
+    server = MCPServer("shop", instructions=INSTRUCTIONS, version="1.0.0")
+
+    @server.tool()
+    async def find_products(
+        query: Annotated[str, Field(
+            max_length=200, description="Words that must all appear in the id or name; "
+            "empty for every product.")] = "",
+    ) -> list[ProductOut]:
+        """List the products for sale with their price in cents and the units in stock."""
+        found = await api.get("/products", q=query or None)
+        return [ProductOut.model_validate(p) for p in found]
+
+    @server.tool()
+    async def place_order(
+        customer_id: Annotated[Id, Field(description="Who buys, e.g. alice.")],
+        lines: Annotated[list[LineIn], Field(
+            min_length=1, max_length=50,
+            description="What to buy: product_id and quantity (1 to 10000) per line.")],
+        idempotency_key: Annotated[str | None, Field(
+            min_length=1, max_length=200, pattern=r"^[!-~]+$",
+            description="Send the same key again to get the same order rather than a second "
+            "one (for 24 h); useful when unsure whether an earlier call went through.")] = None,
+    ) -> OrderOut:
+        """Place an order. It returns at once with the order id and status pending; the
+        payment and the stock follow within moments: then call wait_for_order."""
+        body = {"customer_id": customer_id,
+                "lines": [line.model_dump() for line in lines]}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return OrderOut.model_validate(await api.post("/orders", body, headers))
+
+    @server.tool()
+    async def get_order(order_id: OrderId) -> OrderOut:
+        """Get an order now: status, reason, lines, total and the history of its events."""
+        return OrderOut.model_validate(await api.get(f"/orders/{order_id}"))
+
+    @server.tool()
+    async def wait_for_order(
+        order_id: OrderId,
+        timeout_s: Annotated[float, Field(
+            gt=0, le=WAIT_LIMIT_S,
+            description=f"How long to wait at most, up to {WAIT_LIMIT_S:.0f} seconds.")] = 5.0,
+    ) -> WaitResult:
+        """Wait until an order reaches a final status (completed, rejected, refunded or
+        failed), at most timeout_s seconds; return it as it is then."""
+        started = time.monotonic()
+        while True:
+            order = OrderOut.model_validate(await api.get(f"/orders/{order_id}"))
+            waited = time.monotonic() - started
+            if order.status in FINAL_STATUSES or waited >= timeout_s:
+                return WaitResult(order=order, final=order.status in FINAL_STATUSES,
+                                  waited_s=round(waited, 3))
+            await anyio.sleep(min(0.05, timeout_s - waited))
+
+    @server.tool()
+    async def list_orders(
+        customer_id: CustomerId,
+        status: Annotated[OrderStatus | None, Field(
+            description="Only orders with this status.")] = None,
+        limit: Annotated[int, Field(ge=1, le=100, description="At most this many.")] = 20,
+    ) -> OrderPage:
+        """A customer's orders, newest first."""
+        return OrderPage.model_validate(
+            await api.get("/orders", customer_id=customer_id, status=status, limit=limit)
+        )
+
+    @server.resource("order://{order_id}", mime_type="application/json")
+    async def order(order_id: str) -> str:
+        """An order with its status and history, as JSON."""
+        try:
+            return json.dumps(await api.get(f"/orders/{order_id}"), indent=2)
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ResourceNotFoundError(str(exc)) from None
+            raise
+
+    @server.prompt()
+    def buy(
+        customer_id: Annotated[str, Field(description="Who buys, e.g. alice.")],
+        wish: Annotated[str, Field(description="What they want, in their words.")],
+    ) -> str:
+        """Walk through buying something for a customer, from finding it to its final status."""
+        return f"""\
+You are buying for customer {customer_id!r}, who wants: {wish}
+
+1. Call find_products with a word or two from the wish to see what matches,
+   with prices (integer cents) and stock. If nothing matches, say so and stop.
+2. Pick the product and quantity that fit the wish. If the stock is lower than
+   the quantity, say so and ask whether fewer will do.
+3. Call place_order with customer_id {customer_id!r} and the lines, and an
+   idempotency_key of your choice, so that a retry cannot order twice.
+4. Call wait_for_order with the order id. If `final` is false, call it again.
+5. Tell the customer the outcome in plain words: completed (the total paid),
+   rejected (the payment was declined: the reason), refunded (paid, then
+   refunded because the stock ran out) or failed (an operator must look), and
+   the order id. Read order://<id> for the full history if asked."""
+
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments("shop", DEFAULT_PORT, argv)
+    settings = settings_from(args)
+    return serve(create_server(ShopApi(settings.shop_api_url)), settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

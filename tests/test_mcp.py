@@ -1,0 +1,181 @@
+"""Both MCP servers through the SDK's real client, in memory, over the real
+API app on fakeredis (the workers run in between, as the test says)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+import redis.asyncio
+from mcp import Client
+
+from mcp_servers import ops, shop
+from mcp_servers.api import ShopApi
+from order_api.main import create_app
+from order_api.settings import ApiSettings
+from shopctl.redis_server import free_port
+from streams import keys
+from tests.shop import Shop
+
+pytestmark = [pytest.mark.unit, pytest.mark.anyio]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def saga(fake: Any, afake: redis.asyncio.Redis) -> Shop:
+    """Runs the workers on the same fake server, when a test says so."""
+    driver = Shop(fake, lambda: afake)
+    driver.product("item1", stock=100, price_cents=2400)
+    driver.product("item2", stock=3, price_cents=1200)
+    driver.customer("alice", 1_000_000)
+    driver.customer("bob", 500)
+    return driver
+
+
+@pytest.fixture
+async def api(afake: redis.asyncio.Redis) -> AsyncIterator[ShopApi]:
+    app = create_app(ApiSettings(), client=afake)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://shop") as http:
+        yield ShopApi("http://shop", http)
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> Any:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    content = result.structured_content
+    assert content is not None
+    return content.get("result", content)
+
+
+async def error(client: Client, tool: str, **arguments: Any) -> str:
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error
+    return result.content[0].text
+
+
+async def test_the_shop_server_finds_orders_and_follows_an_order(
+    api: ShopApi, saga: Shop
+) -> None:
+    async with Client(shop.create_server(api)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(tools) == {"find_products", "place_order", "get_order", "wait_for_order",
+                              "list_orders"}
+        assert all(t.output_schema and t.description for t in tools.values())
+        assert tools["place_order"].input_schema["properties"]["lines"]["description"]
+
+        assert [p["id"] for p in await call(client, "find_products")] == ["item1", "item2"]
+        [cup] = await call(client, "find_products", query="item2")
+        assert cup == {"id": "item2", "name": "Item2", "price_cents": 1200, "stock": 3}
+
+        order = await call(client, "place_order", customer_id="alice",
+                           lines=[{"product_id": "item2", "quantity": 2}],
+                           idempotency_key="agent-1")
+        assert order["status"] == "pending" and order["total_cents"] == 2400
+        again = await call(client, "place_order", customer_id="alice",
+                           lines=[{"product_id": "item2", "quantity": 2}],
+                           idempotency_key="agent-1")
+        assert again["id"] == order["id"]
+        # Not final yet: the wait is bounded and says so.
+        waited = await call(client, "wait_for_order", order_id=order["id"], timeout_s=0.2)
+        assert waited["final"] is False and waited["order"]["status"] == "pending"
+        assert 0.2 <= waited["waited_s"] < 1
+
+        saga.settle()
+        waited = await call(client, "wait_for_order", order_id=order["id"])
+        assert waited["final"] is True and waited["order"]["status"] == "completed"
+        got = await call(client, "get_order", order_id=order["id"])
+        assert [h["type"] for h in got["history"]] == [
+            "order.created", "payment.completed", "inventory.reserved"]
+        page = await call(client, "list_orders", customer_id="alice", status="completed")
+        assert [o["id"] for o in page["items"]] == [order["id"]] and page["total"] == 1
+
+        resource = await client.read_resource(f"order://{order['id']}")
+        assert json.loads(resource.contents[0].text)["status"] == "completed"
+        templates = (await client.list_resource_templates()).resource_templates
+        assert [t.uri_template for t in templates] == ["order://{order_id}"]
+
+        prompt = await client.get_prompt("buy", {"customer_id": "alice", "wish": "a cup"})
+        text = prompt.messages[0].content.text
+        assert "find_products" in text and "wait_for_order" in text and "'alice'" in text
+
+
+async def test_bad_arguments_and_api_refusals_are_tool_errors_that_say_what_to_fix(
+    api: ShopApi, saga: Shop
+) -> None:
+    async with Client(shop.create_server(api)) as client:
+        assert "quantity" in await error(client, "place_order", customer_id="alice",
+                                         lines=[{"product_id": "item2", "quantity": 0}])
+        assert "lines" in await error(client, "place_order", customer_id="alice", lines=[])
+        assert "unknown product(s): 'tea'" in await error(
+            client, "place_order", customer_id="alice",
+            lines=[{"product_id": "tea", "quantity": 1}])
+        assert "customer 'zoe' does not exist" in await error(
+            client, "place_order", customer_id="zoe",
+            lines=[{"product_id": "item1", "quantity": 1}])
+        assert "order 'ord_nope' not found" in await error(client, "get_order",
+                                                          order_id="ord_nope")
+        assert "timeout_s" in await error(client, "wait_for_order", order_id="x", timeout_s=60)
+        assert "status" in await error(client, "list_orders", customer_id="alice",
+                                       status="lost")
+        with pytest.raises(Exception, match="order 'ord_nope' not found"):
+            await client.read_resource("order://ord_nope")
+        # The server is still there.
+        assert len(await call(client, "find_products")) == 2
+
+
+async def test_an_unreachable_api_is_a_tool_error_naming_what_to_check() -> None:
+    nowhere = ShopApi(f"http://127.0.0.1:{free_port()}")
+    async with Client(shop.create_server(nowhere)) as client:
+        message = await error(client, "find_products")
+    assert "is unreachable" in message and "SHOP_API_URL" in message
+
+
+async def test_the_ops_server_keeps_stock_and_watches_the_streams(
+    api: ShopApi, saga: Shop, afake: redis.asyncio.Redis
+) -> None:
+    async with Client(ops.create_server(api)) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == {
+            "stock_report", "restock", "add_product", "set_price", "stream_health",
+            "list_dead_letters", "replay_dead_letters"}
+        report = await call(client, "stock_report", low_at=5)
+        assert [p["id"] for p in report["products"]] == ["item2", "item1"]
+        assert report["low"] == ["item2"]
+        assert (await call(client, "restock", product_id="item2", quantity=10))["stock"] == 13
+        added = await call(client, "add_product", name="Tea", price_cents=350, stock=2,
+                           product_id="tea")
+        assert added == {"id": "tea", "name": "Tea", "price_cents": 350, "stock": 2}
+        assert (await call(client, "set_price", product_id="tea", price_cents=400))[
+            "price_cents"] == 400
+        assert (await call(client, "stock_report"))["low"] == ["tea"]
+
+        health = await call(client, "stream_health")
+        assert health["summary"] == "no consumer group yet: are the workers running?"
+        await afake.xadd(keys.ORDERS_CREATED, {"hello": "world"})
+        saga.settle()
+        health = await call(client, "stream_health")
+        assert (health["lag"], health["pending"], health["dead_letters"]) == (0, 0, 2)
+        assert health["summary"] == "idle: every message handled; 2 dead letter(s): see " \
+                                    "list_dead_letters"
+        dead = await call(client, "list_dead_letters", stream="orders.created")
+        assert {d["group"] for d in dead} == {"payment", "order-status"}
+        assert dead[0]["reason"].startswith("missing field(s): type")
+        replayed = await call(client, "replay_dead_letters", refs=[d["ref"] for d in dead])
+        assert sum("replayed as orders.created" in r for r in replayed["results"].values()) == 1
+
+        assert "product 'nope' not found" in await error(client, "restock", product_id="nope",
+                                                         quantity=1)
+        assert "quantity" in await error(client, "restock", product_id="item1", quantity=0)
+        assert "price_cents" in await error(client, "set_price", product_id="tea",
+                                            price_cents=-1)
+        assert "already" in await error(client, "add_product", name="Tea again",
+                                        price_cents=1, product_id="tea")
+        assert "must be one of orders.created.dead" in await error(
+            client, "replay_dead_letters", refs=["junk"])
