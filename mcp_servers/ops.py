@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from mcp_servers.api import ShopApi
 from mcp_servers.serve import arguments, serve, settings_from
+from mcp_servers.settings import LogLevel
 from order_api.schemas import (
     DeadLetterOut,
     Id,
@@ -55,8 +56,9 @@ class HealthReport(BaseModel):
     summary: str
 
 
-def create_server(api: ShopApi) -> MCPServer:
-    server = MCPServer("ops", instructions=INSTRUCTIONS, version="1.0.0")
+def create_server(api: ShopApi, log_level: LogLevel = "WARNING") -> MCPServer:
+    """The server, calling the order API through ``api``; logs go to stderr."""
+    server = MCPServer("ops", instructions=INSTRUCTIONS, version="1.0.0", log_level=log_level)
 
     @server.tool()
     async def stock_report(
@@ -154,7 +156,8 @@ def create_server(api: ShopApi) -> MCPServer:
 def main(argv: list[str] | None = None) -> int:
     args = arguments("ops", DEFAULT_PORT, argv)
     settings = settings_from(args)
-    return serve(create_server(ShopApi(settings.shop_api_url)), settings, args)
+    server = create_server(ShopApi(settings.shop_api_url), settings.log_level)
+    return serve(server, settings, args)
 
 
 if __name__ == "__main__":

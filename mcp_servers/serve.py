@@ -1,13 +1,12 @@
 """Running a server: stdio by default, streamable HTTP on request (loopback
-by default, behind a bearer token when MCP_TOKEN is set). Logs go to stderr:
-on stdio, stdout carries the protocol and nothing else."""
+by default, behind a bearer token when MCP_TOKEN is set). Logs go to stderr
+(the SDK sets that up when the server is created): on stdio, stdout carries
+the protocol and nothing else."""
 
 from __future__ import annotations
 
 import argparse
 import hmac
-import logging
-import sys
 from typing import Any
 
 import uvicorn
@@ -37,8 +36,6 @@ def settings_from(args: argparse.Namespace) -> McpSettings:
 
 
 def serve(server: MCPServer, settings: McpSettings, args: argparse.Namespace) -> int:
-    logging.basicConfig(stream=sys.stderr, level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.http:
         server.run()
         return 0

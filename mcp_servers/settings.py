@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
 
 class McpSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
@@ -19,4 +21,4 @@ class McpSettings(BaseSettings):
     mcp_token: SecretStr | None = Field(
         None, description="Over HTTP, require 'Authorization: Bearer <token>' (MCP_TOKEN)."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    log_level: LogLevel = Field("WARNING", description="Logs go to stderr (LOG_LEVEL).")

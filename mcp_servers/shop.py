@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from mcp_servers.api import ApiError, ShopApi
 from mcp_servers.serve import arguments, serve, settings_from
+from mcp_servers.settings import LogLevel
 from order_api.schemas import (
     FINAL_STATUSES,
     Id,
@@ -51,8 +52,9 @@ class WaitResult(BaseModel):
     waited_s: float
 
 
-def create_server(api: ShopApi) -> MCPServer:
-    server = MCPServer("shop", instructions=INSTRUCTIONS, version="1.0.0")
+def create_server(api: ShopApi, log_level: LogLevel = "WARNING") -> MCPServer:
+    """The server, calling the order API through ``api``; logs go to stderr."""
+    server = MCPServer("shop", instructions=INSTRUCTIONS, version="1.0.0", log_level=log_level)
 
     @server.tool()
     async def find_products(
@@ -154,7 +156,8 @@ You are buying for customer {customer_id!r}, who wants: {wish}
 def main(argv: list[str] | None = None) -> int:
     args = arguments("shop", DEFAULT_PORT, argv)
     settings = settings_from(args)
-    return serve(create_server(ShopApi(settings.shop_api_url)), settings, args)
+    server = create_server(ShopApi(settings.shop_api_url), settings.log_level)
+    return serve(server, settings, args)
 
 
 if __name__ == "__main__":

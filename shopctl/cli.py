@@ -54,7 +54,24 @@ def main(argv: list[str] | None = None) -> int:
     dead.add_argument("--limit", type=int, default=100, help="at most this many (100)")
     dead.add_argument("--redis-url", help="where Redis is (REDIS_URL, redis://127.0.0.1:6379/0)")
 
+    play = commands.add_parser(
+        "scenario", help="two scripted agents shop and keep stock through the MCP servers",
+        description="Runs both MCP servers over stdio, as an agent host does, and plays an "
+        "ops agent and a shopping agent against a running shop; prints the transcript.",
+    )
+    play.add_argument("--api-url", default="http://127.0.0.1:8000", help="where the API is")
+
     args = parser.parse_args(argv)
+    if args.command == "scenario":
+        import anyio  # the MCP SDK loads in half a second: only for this command
+
+        from mcp_servers import scenario
+
+        outcome = anyio.run(scenario.play, args.api_url.rstrip("/"), print)
+        print(f"\nalice: {', '.join(outcome.statuses['alice'])}; "
+              f"bob: {', '.join(outcome.statuses['bob'])}; "
+              f"item2 restocked to {outcome.restocked_to}; streams {outcome.health}")
+        return 0 if outcome.ok else 1
     if args.command == "dead":
         if args.action != "list" and bool(args.refs) == args.all:
             parser.error(f"dead {args.action}: name dead letters (REF ...) or give --all")
