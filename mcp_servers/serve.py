@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import sys
 from typing import Any
 
 import uvicorn
@@ -42,8 +43,12 @@ def serve(server: MCPServer, settings: McpSettings, args: argparse.Namespace) ->
     app: Any = server.streamable_http_app(host=settings.mcp_host)
     if settings.mcp_token is not None:
         app = BearerToken(app, settings.mcp_token.get_secret_value())
-    uvicorn.run(app, host=settings.mcp_host, port=settings.mcp_port or args.default_port,
-                log_level=settings.log_level.lower())
+    port = settings.mcp_port or args.default_port
+    sys.stderr.write(
+        f"{server.name} MCP server on http://{settings.mcp_host}:{port}/mcp, "
+        + ("bearer token required\n" if settings.mcp_token else "no token (set MCP_TOKEN)\n")
+    )
+    uvicorn.run(app, host=settings.mcp_host, port=port, log_level=settings.log_level.lower())
     return 0
 
 
