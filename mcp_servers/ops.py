@@ -86,9 +86,11 @@ def create_server(api: ShopApi, log_level: LogLevel = "WARNING") -> MCPServer:
 
     @server.tool()
     async def add_product(
-        name: Annotated[str, Field(min_length=1, max_length=200)],
+        name: Annotated[str, Field(min_length=1, max_length=200,
+                                   description="What customers see, e.g. Green tea, 100 g.")],
         price_cents: Annotated[PriceCents, Field(description="Price in integer cents.")],
-        stock: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0,
+        stock: Annotated[int, Field(ge=0, le=1_000_000_000,
+                                    description="Units in stock to start with.")] = 0,
         product_id: Annotated[Id | None, Field(
             description="An id of your choice (e.g. item3); generated if left out.")] = None,
     ) -> ProductOut:
@@ -132,7 +134,7 @@ def create_server(api: ShopApi, log_level: LogLevel = "WARNING") -> MCPServer:
     async def list_dead_letters(
         stream: Annotated[str | None, Field(
             description="Only this stream's, e.g. orders.created.")] = None,
-        limit: Annotated[int, Field(ge=1, le=1000)] = 20,
+        limit: Annotated[int, Field(ge=1, le=1000, description="At most this many.")] = 20,
     ) -> list[DeadLetterOut]:
         """Messages no worker could handle, newest first: the order, the group that gave
         up, how many times it was delivered and why."""

@@ -179,3 +179,13 @@ async def test_the_ops_server_keeps_stock_and_watches_the_streams(
                                         price_cents=1, product_id="tea")
         assert "must be one of orders.created.dead" in await error(
             client, "replay_dead_letters", refs=["junk"])
+
+
+@pytest.mark.parametrize("module", [shop, ops])
+async def test_every_argument_is_described_and_every_result_typed(module: Any) -> None:
+    async with Client(module.create_server(ShopApi("http://shop"))) as client:
+        for tool in (await client.list_tools()).tools:
+            assert tool.description, tool.name
+            assert tool.output_schema, f"{tool.name} has no output schema"
+            for name, schema in tool.input_schema["properties"].items():
+                assert schema.get("description"), f"{tool.name}.{name} has no description"
