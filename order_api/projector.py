@@ -51,7 +51,11 @@ if redis.call('HSETNX', K[2], A[1], entry) == 0 then
 end
 local current, new = redis.call('HGET', K[1], 'status'), A[4]
 if RANK[new] > RANK[current] then
-  redis.call('HSET', K[1], 'status', new, 'reason', A[5], 'updated_at', A[6])
+  -- updated_ms: the server's clock when the status moved (what the benchmark reads)
+  local t = redis.call('TIME')
+  local now_ms = string.format('%d%03d', t[1], math.floor(tonumber(t[2]) / 1000))
+  redis.call('HSET', K[1], 'status', new, 'reason', A[5], 'updated_at', A[6],
+             'updated_ms', now_ms)
   redis.call('ZREM', INDEX[current], A[7])
   redis.call('ZADD', INDEX[new], redis.call('HGET', K[1], 'created_ms'), A[7])
   return {{'moved', current, new}}

@@ -25,6 +25,10 @@ ALL_STREAMS = (
     PAYMENTS_REFUNDED,
 )
 
+# What the benchmark's bare intake endpoint (shopctl bench) writes to: no group
+# reads it, and it is capped.
+BENCH_BASELINE = "bench.baseline"
+
 # A message that could not be handled moves to "<stream>.dead", with the reason.
 DEAD_SUFFIX = ".dead"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from streams import keys
 from streams.envelope import Envelope
@@ -25,6 +26,9 @@ def test_an_order_is_charged_stock_is_taken_and_it_completes(shop: Shop) -> None
     [created] = shop.events(keys.ORDERS_CREATED)
     # Every outcome names what caused it.
     assert paid["causation_id"] == created["event_id"] and paid["order_id"] == order
+    # When the status last moved, by the server's clock, in ms.
+    moved = int(shop.r.hget(keys.order(order), "updated_ms"))
+    assert abs(moved - time.time() * 1000) < 5_000
 
 
 def test_a_short_balance_is_declined_and_nothing_is_taken(shop: Shop) -> None:

@@ -1,0 +1,125 @@
+"""The load generator: HTTP/1.1 keep-alive over asyncio streams, a few dozen
+lines so that its own ceiling is far above what it measures (that ceiling is
+measured too, against a server that does nothing).
+
+Closed loop: ``concurrency`` connections each send the next request as soon as
+the last one is answered (for the saturation phases). Open loop: requests are
+sent on a fixed schedule whatever the answers, and each latency is measured
+from the time the request was *due*, so a slow server cannot hide its delays
+by slowing the sender (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Sample:
+    key: int  # which request (its index)
+    sent_ms: float  # wall clock, ms since the epoch: when it was due (open) or sent (closed)
+    latency_ms: float
+    status: int
+    body: bytes
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host.encode()
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, host)
+
+    async def post(self, path: bytes, body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n%s\r\n%s" % (path, self.host, len(body), headers, body)
+        )
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status = int(status_line.split(b" ", 2)[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+Bodies = Callable[[int], tuple[bytes, bytes]]  # index -> (body, extra header lines)
+
+
+async def closed_loop(host: str, port: int, path: str, bodies: Bodies, count: int,
+                      concurrency: int) -> list[Sample]:
+    """``count`` requests over ``concurrency`` connections, each as soon as it can."""
+    samples: list[Sample] = []
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        connection = await Connection.open(host, port)
+        try:
+            while next_index < count:
+                index, next_index = next_index, next_index + 1
+                body, headers = bodies(index)
+                sent, started = time.time() * 1000, time.perf_counter()
+                status, answer = await connection.post(path.encode(), body, headers)
+                samples.append(Sample(index, sent, (time.perf_counter() - started) * 1000,
+                                      status, answer))
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return samples
+
+
+async def open_loop(host: str, port: int, path: str, bodies: Bodies, rate: float,
+                    duration_s: float, max_connections: int = 512) -> list[Sample]:
+    """``rate`` requests a second for ``duration_s``, on schedule; latency counts from
+    when each was due, including any wait for a free connection."""
+    samples: list[Sample] = []
+    idle: list[Connection] = []
+    opened = 0
+    free = asyncio.Condition()
+
+    async def one(index: int, due: float, due_wall_ms: float) -> None:
+        nonlocal opened
+        async with free:
+            while not idle and opened >= max_connections:
+                await free.wait()
+            connection = idle.pop() if idle else None
+            if connection is None:
+                opened += 1
+        if connection is None:
+            connection = await Connection.open(host, port)
+        body, headers = bodies(index)
+        status, answer = await connection.post(path.encode(), body, headers)
+        samples.append(Sample(index, due_wall_ms, (time.perf_counter() - due) * 1000,
+                              status, answer))
+        async with free:
+            idle.append(connection)
+            free.notify()
+
+    count = int(rate * duration_s)
+    start, start_wall_ms = time.perf_counter() + 0.05, time.time() * 1000 + 50
+    tasks = []
+    for index in range(count):
+        due = start + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(index, due, start_wall_ms + index * 1000 / rate)))
+    await asyncio.gather(*tasks)
+    for connection in idle:
+        connection.close()
+    return samples
