@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test test-fast lint clean
+.PHONY: install up test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,9 @@ up: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/shopctl bench $(BENCH_ARGS)
+
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m unit
 
@@ -34,4 +37,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info bench-results

@@ -61,7 +61,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     play.add_argument("--api-url", default="http://127.0.0.1:8000", help="where the API is")
 
+    bench = commands.add_parser(
+        "bench", help="benchmark the saga against a bare intake endpoint; JSON and a chart",
+        description="Starts the real system on free ports with a throwaway data folder (or "
+        "targets a running one with --api-url), then measures the load generator's ceiling, "
+        "the bare intake baseline, saturation, a steady open-loop rate, and the consumer "
+        "runner alone. Prints a table; writes JSON and a PNG chart to --out.",
+    )
+    bench.add_argument("--orders", type=int, default=5000, help="orders per saturation run")
+    bench.add_argument("--concurrency", type=int, default=64, help="connections (64)")
+    bench.add_argument("--rate", type=float,
+                       help="steady orders/s (default: half the saturation settled/s)")
+    bench.add_argument("--duration", type=float, default=15.0, help="steady seconds (15)")
+    bench.add_argument("--runner-events", type=int, default=20_000,
+                       help="events for the runner microbenchmark (20000)")
+    bench.add_argument("--scarce", action="store_true",
+                       help="stock for half the demand: the rest is refunded")
+    bench.add_argument("--api-url", help="a running system's API instead of a throwaway one")
+    bench.add_argument("--redis-url", help="with --api-url: its Redis (redis://127.0.0.1:6379/0)")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"),
+                       help="where to write JSON and the chart (bench-results/)")
+    bench.add_argument("--log-level", default="WARNING",
+                       help="LOG_LEVEL of the system's processes (WARNING: no line per event)")
+    bench.add_argument("launcher_args", nargs="*", metavar="-- UP-OPTION",
+                       help="after --: options for the system, e.g. -- --payment-workers 2")
+
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "scenario":
         import anyio  # the MCP SDK loads in half a second: only for this command
 
@@ -89,6 +116,30 @@ def main(argv: list[str] | None = None) -> int:
         return Launcher(settings).run()
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from shopctl.bench import report
+    from shopctl.bench.run import Bench, Options
+
+    options = Options(
+        orders=args.orders, concurrency=args.concurrency, rate=args.rate,
+        duration_s=args.duration, api_url=args.api_url, redis_url=args.redis_url,
+        out=args.out, runner_events=args.runner_events, scarce=args.scarce,
+        log_level=args.log_level, launcher_args=args.launcher_args,
+    )
+    bench = Bench(options, print)
+    try:
+        import uvloop
+
+        results = uvloop.run(bench.run())
+    except ImportError:
+        results = asyncio.run(bench.run())
+    print()
+    print(report.table(results))
+    for path in report.save(results, bench.series, args.out):
+        print(f"wrote {path}")
+    return 0
 
 
 async def _dead(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from shopctl import processes
+
 
 class Running:
     """``shopctl up`` in a subprocess, its output collected line by line."""
@@ -50,26 +52,4 @@ class Running:
     @property
     def children(self) -> dict[str, int]:
         """The launcher's live child processes: name (payment-1, redis, ...) -> pid."""
-        found: dict[str, int] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                if ppid != self.proc.pid:
-                    continue
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-                environ = dict(
-                    item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0")
-                    if b"=" in item
-                )
-            except (OSError, ValueError, IndexError):
-                continue  # it exited meanwhile
-            if any(b"server" in part for part in cmdline[:1]):
-                found["redis"] = int(entry.name)
-            elif b"order_api" in cmdline:
-                found["api"] = int(entry.name)
-            elif b"WORKER_NAME" in environ:
-                found[environ[b"WORKER_NAME"].decode()] = int(entry.name)
-        return found
+        return processes.children(self.proc.pid)

@@ -1,0 +1,93 @@
+"""The benchmark's results: a table for the terminal, JSON, and a PNG chart
+of the latency distribution per phase."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [("phase", "orders/s", "POST p50/p95/p99/max ms", "POST→final p50/p95/p99/max ms")]
+
+    def four(p: dict[str, float] | None) -> str:
+        return " / ".join(f"{p[k]:g}" for k in ("p50", "p95", "p99", "max")) if p else "-"
+
+    lg, base = results["loadgen"], results["baseline"]
+    sat, steady = results["saturation"], results["steady"]
+    rows += [
+        ("load generator vs no-op", f"{lg['requests_per_s']}", four(lg["latency_ms"]), "-"),
+        ("baseline (validate + XADD)", f"{base['accepted_per_s']} accepted",
+         four(base["post_ms"]), "-"),
+        ("saturation", f"{sat['accepted_per_s']} accepted, {sat['settled_per_s']} settled",
+         four(sat["post_ms"]), four(sat["post_to_final_ms"])),
+        (f"steady, {steady['rate_per_s']:g}/s for {steady['duration_s']:g}s",
+         f"{steady['orders']} orders", four(steady["post_ms"]),
+         four(steady["post_to_final_ms"])),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    runner = results["runner"]
+    rss = ", ".join(f"{name} {mb:g}" for name, mb in results.get("peak_rss_mb", {}).items())
+    lines += [
+        "",
+        f"settled/s ÷ baseline accepted/s = {results['ratio_settled_to_baseline']}",
+        f"runner, one process: no-op {runner['noop_per_s']} events/s, payment handler "
+        f"{runner['payment_per_s']} events/s ({runner['payment_logged_per_s']} with a log "
+        "line per event)",
+        f"Redis memory per settled order: {results['redis_bytes_per_order']} bytes",
+        f"peak RSS (MB): {rss}",
+        "worst lag + pending per group (saturation): " + ", ".join(
+            f"{g} {n}" for g, n in sorted(sat["max_lag"].items()) if n) or "none",
+    ]
+    return "\n".join(lines)
+
+
+def save(results: dict[str, Any], series: dict[str, list[float]], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    written = []
+    for name in (f"bench-{stamp}.json", "latest.json"):
+        path = out / name
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        written.append(path)
+    written.append(chart(series, results, out / "latest.png"))
+    return written
+
+
+def chart(series: dict[str, list[float]], results: dict[str, Any], path: Path) -> Path:
+    """Latency distribution per phase: the share of orders at or under each
+    latency, on a log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 5), dpi=110)
+    styles = {"POST": "--", "POST to final": "-"}
+    for label, values in series.items():
+        if not values:
+            continue
+        ordered = sorted(max(v, 0.01) for v in values)
+        share = [100 * (i + 1) / len(ordered) for i in range(len(ordered))]
+        kind = label.split(": ", 1)[1]
+        axes.plot(ordered, share, styles[kind], label=label, linewidth=1.6)
+    axes.set_xscale("log")
+    axes.set_xlabel("latency (ms, log scale)")
+    axes.set_ylabel("orders at or under it (%)")
+    axes.axhline(99, color="grey", linewidth=0.6, linestyle=":")
+    axes.grid(True, which="both", alpha=0.3)
+    sat = results["saturation"]
+    axes.set_title(
+        f"Saga latency: {sat['settled_per_s']} settled/s at saturation, "
+        f"{results['ratio_settled_to_baseline']} × the bare intake "
+        f"({results['baseline']['accepted_per_s']}/s)", fontsize=10)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,306 @@
+"""The benchmark: how fast the whole saga settles orders, against the ceiling
+of a bare intake endpoint on the same machine.
+
+Phases, each printed as it ends:
+
+1. ``loadgen``: the load generator against a server that does nothing: its
+   own ceiling, so that nobody mistakes it for the system's.
+2. ``baseline``: a bare FastAPI endpoint, served as the API is, that
+   validates the order body and does one XADD (``shopctl.bench.baseline``).
+3. ``saturation``: N orders into the real system as fast as it accepts them
+   (closed loop); accepted/s, settled/s (until the last order is final), and
+   the POST and POST-to-final latencies.
+4. ``steady``: a fixed rate (half the saturation's settled/s unless given)
+   for a fixed time, open loop: latencies count from when each order was due.
+5. ``runner``: the consumer runner alone, events/s in one process, with a
+   no-op handler and with the real payment handler.
+
+POST-to-final is the time from sending the order to the projector marking it
+final, by the same machine's clock (the order's ``updated_ms``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio
+
+from order_api.schemas import FINAL_STATUSES
+from shopctl import processes
+from shopctl.bench import loadgen, runner
+from shopctl.redis_server import free_port
+from streams import keys
+
+PRODUCTS, CUSTOMERS = 5, 50
+Say = Callable[[str], None]
+
+
+@dataclass
+class Options:
+    orders: int = 5000
+    concurrency: int = 64
+    rate: float | None = None
+    duration_s: float = 15.0
+    api_url: str | None = None  # a running system instead of a throwaway one
+    redis_url: str | None = None
+    out: Path = Path("bench-results")
+    runner_events: int = 20_000
+    scarce: bool = False  # stock for half the demand: refunds on purpose
+    log_level: str = "WARNING"
+    launcher_args: list[str] = field(default_factory=list)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 2)}
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen(args, env=os.environ | (env or {}), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def order_body(index: int) -> tuple[bytes, bytes]:
+    customer = f"bench-c{index % CUSTOMERS}"
+    product = f"bench-p{index % PRODUCTS}"
+    body = b'{"customer_id":"%s","lines":[{"product_id":"%s","quantity":1}]}' % (
+        customer.encode(), product.encode())
+    return body, b""
+
+
+class Bench:
+    def __init__(self, options: Options, say: Say) -> None:
+        self.options, self.say = options, say
+        self.max_lag: dict[str, int] = {}
+        self.series: dict[str, list[float]] = {}  # latencies (ms) for the chart
+        self.results: dict[str, Any] = {"options": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}}
+
+    # -- the phases ------------------------------------------------------------
+
+    async def loadgen_ceiling(self) -> None:
+        port = free_port()
+        with process([sys.executable, "-m", "shopctl.bench.noop", str(port)]):
+            wait_http(f"http://127.0.0.1:{port}/")
+            count = max(self.options.orders, 2000)
+            started = time.perf_counter()
+            samples = await loadgen.closed_loop("127.0.0.1", port, "/", order_body, count,
+                                                self.options.concurrency)
+            elapsed = time.perf_counter() - started
+        self.record("loadgen", {"requests": count, "requests_per_s": round(count / elapsed),
+                                "latency_ms": percentiles([s.latency_ms for s in samples])})
+
+    async def baseline(self, redis_url: str) -> None:
+        port = free_port()
+        env = {"REDIS_URL": redis_url, "API_PORT": str(port), "LOG_LEVEL": "WARNING"}
+        with process([sys.executable, "-m", "shopctl.bench.baseline"], env):
+            wait_http(f"http://127.0.0.1:{port}/docs")
+            count = self.options.orders
+            started = time.perf_counter()
+            samples = await loadgen.closed_loop("127.0.0.1", port, "/orders", order_body, count,
+                                                self.options.concurrency)
+            elapsed = time.perf_counter() - started
+        bad = [s.status for s in samples if s.status != 202]
+        assert not bad, f"the baseline refused orders: {bad[:5]}"
+        self.series["baseline: POST"] = [s.latency_ms for s in samples]
+        self.record("baseline", {"orders": count, "accepted_per_s": round(count / elapsed),
+                                 "post_ms": percentiles([s.latency_ms for s in samples])})
+
+    async def saturation(self, host: str, port: int, r: redis.asyncio.Redis) -> float:
+        count = self.options.orders
+        lag = asyncio.create_task(self.watch_lag(r))
+        started = time.perf_counter()
+        samples = await loadgen.closed_loop(host, port, "/orders", order_body, count,
+                                            self.options.concurrency)
+        accepted = time.perf_counter() - started
+        finals = await self.wait_final(r, samples)
+        lag.cancel()
+        first_sent = min(s.sent_ms for s in samples)
+        settled_s = (max(finals.values()) - first_sent) / 1000
+        self.series["saturation: POST"] = [s.latency_ms for s in samples]
+        self.series["saturation: POST to final"] = self.to_final(samples, finals)
+        phase = {
+            "orders": count,
+            "accepted_per_s": round(count / accepted),
+            "settled_per_s": round(count / settled_s),
+            "post_ms": percentiles(self.series["saturation: POST"]),
+            "post_to_final_ms": percentiles(self.series["saturation: POST to final"]),
+            "max_lag": dict(self.max_lag),
+        }
+        self.record("saturation", phase)
+        return count / settled_s
+
+    async def steady(self, host: str, port: int, r: redis.asyncio.Redis, rate: float) -> None:
+        lag = asyncio.create_task(self.watch_lag(r))
+        samples = await loadgen.open_loop(host, port, "/orders", order_body, rate,
+                                          self.options.duration_s)
+        finals = await self.wait_final(r, samples)
+        lag.cancel()
+        self.series["steady: POST"] = [s.latency_ms for s in samples]
+        self.series["steady: POST to final"] = self.to_final(samples, finals)
+        self.record("steady", {
+            "rate_per_s": round(rate, 1),
+            "duration_s": self.options.duration_s,
+            "orders": len(samples),
+            "post_ms": percentiles(self.series["steady: POST"]),
+            "post_to_final_ms": percentiles(self.series["steady: POST to final"]),
+            "max_lag": dict(self.max_lag),
+        })
+
+    # -- helpers -----------------------------------------------------------------
+
+    async def watch_lag(self, r: redis.asyncio.Redis) -> None:
+        """Sample every group's lag + pending four times a second; keep the worst."""
+        self.max_lag = {}
+        while True:
+            for stream in keys.ALL_STREAMS:
+                try:
+                    groups = await r.xinfo_groups(stream)
+                except redis.ResponseError:
+                    continue
+                for g in groups:
+                    name = f"{stream}/{g['name']}"
+                    behind = (g.get("lag") or 0) + g["pending"]
+                    self.max_lag[name] = max(self.max_lag.get(name, 0), behind)
+            await asyncio.sleep(0.25)
+
+    async def wait_final(self, r: redis.asyncio.Redis, samples: list[loadgen.Sample],
+                         timeout_s: float = 300) -> dict[str, float]:
+        """When each order became final (ms), once all are."""
+        bad = [(s.status, s.body[:200]) for s in samples if s.status != 202]
+        assert not bad, f"orders refused: {bad[:3]}"
+        ids = [json.loads(s.body)["id"] for s in samples]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            async with r.pipeline(transaction=False) as pipe:
+                for order_id in ids:
+                    pipe.hmget(keys.order(order_id), "status", "updated_ms")
+                rows = await pipe.execute()
+            if all(status in FINAL_STATUSES for status, _ in rows):
+                return {oid: float(ms) for oid, (_, ms) in zip(ids, rows, strict=True)}
+            if time.monotonic() > deadline:
+                raise TimeoutError("orders did not settle")
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    def to_final(samples: list[loadgen.Sample], finals: dict[str, float]) -> list[float]:
+        return [finals[json.loads(s.body)["id"]] - s.sent_ms for s in samples]
+
+    def record(self, phase: str, values: dict[str, Any]) -> None:
+        self.results[phase] = values
+        shown = ", ".join(f"{k} {v}" for k, v in values.items() if not isinstance(v, dict))
+        self.say(f"{phase:<11} {shown}")
+
+    # -- the whole run -----------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        o = self.options
+        with self.system() as (api_url, redis_url, launcher):
+            r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+            await self.load_catalog(api_url)
+            host, port = api_url.removeprefix("http://").rsplit(":", 1)
+            await self.loadgen_ceiling()
+            await self.baseline(redis_url)
+            memory_before = (await r.info("memory"))["used_memory"]
+            settled_per_s = await self.saturation(host, int(port), r)
+            await self.steady(host, int(port), r, o.rate or settled_per_s / 2)
+            memory_after = (await r.info("memory"))["used_memory"]
+            settled = o.orders + self.results["steady"]["orders"]
+            self.results["redis_bytes_per_order"] = round((memory_after - memory_before) / settled)
+            if launcher is not None:
+                self.results["peak_rss_mb"] = {
+                    name: round(mb, 1) for name, pid in sorted(processes.children(launcher).items())
+                    if (mb := processes.peak_rss_mb(pid)) is not None
+                }
+            await r.aclose()  # type: ignore[attr-defined]
+        self.results["peak_rss_mb"] = self.results.get("peak_rss_mb", {}) | {
+            "bench (load generator)": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                            / 1024, 1)}
+        self.results["runner"] = runner.measure(o.runner_events, self.say)
+        baseline = self.results["baseline"]["accepted_per_s"]
+        self.results["ratio_settled_to_baseline"] = round(
+            self.results["saturation"]["settled_per_s"] / baseline, 2)
+        return self.results
+
+    async def load_catalog(self, api_url: str) -> None:
+        import httpx2
+
+        o = self.options
+        demand = o.orders + int((o.rate or 2000) * o.duration_s * 2)
+        stock = demand // PRODUCTS // (2 if o.scarce else 1) + 1
+        async with httpx2.AsyncClient(base_url=api_url) as http:
+            for i in range(PRODUCTS):
+                answer = await http.post("/products", json={
+                    "id": f"bench-p{i}", "name": f"Bench product {i}", "price_cents": 100,
+                    "stock": stock})
+                if answer.status_code == 409:  # a running system: top it up
+                    await http.post(f"/products/bench-p{i}/restock", json={"quantity": stock})
+            for i in range(CUSTOMERS):
+                await http.post("/customers", json={
+                    "id": f"bench-c{i}", "name": f"Bench customer {i}",
+                    "email": f"c{i}@bench.example", "balance_cents": 10**12})
+
+    @contextmanager
+    def system(self) -> Iterator[tuple[str, str, int | None]]:
+        o = self.options
+        if o.api_url:
+            yield o.api_url.rstrip("/"), o.redis_url or "redis://127.0.0.1:6379/0", None
+            return
+        redis_port, api_port = free_port(), free_port()
+        with tempfile.TemporaryDirectory(prefix="shop-bench-") as data:
+            args = [sys.executable, "-m", "shopctl", "up", "--no-demo", "--data-dir", data,
+                    "--redis-port", str(redis_port), "--api-port", str(api_port),
+                    *o.launcher_args]
+            env = {"LOG_LEVEL": o.log_level, "NO_COLOR": "1"}
+            with process(args, env) as launcher:
+                api_url = f"http://127.0.0.1:{api_port}"
+                wait_http(f"{api_url}/readyz", timeout_s=60)
+                self.say(f"system     API {api_url}, Redis on port {redis_port}, "
+                         f"{' '.join(o.launcher_args) or 'one worker of each kind'}, "
+                         f"LOG_LEVEL={o.log_level}")
+                yield api_url, f"redis://127.0.0.1:{redis_port}/0", launcher.pid

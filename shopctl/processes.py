@@ -1,0 +1,47 @@
+"""The launcher's processes as the operating system sees them (Linux /proc):
+which is which, and how much memory each used at its peak."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def children(parent: int) -> dict[str, int]:
+    """Live child processes of ``parent`` (a launcher): name (api, redis,
+    payment-1, ...) -> pid. Empty where there is no /proc."""
+    found: dict[str, int] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = dict(
+                item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0")
+                if b"=" in item
+            )
+        except (OSError, ValueError, IndexError):
+            continue  # it exited meanwhile
+        if any(b"server" in part for part in cmdline[:1]):
+            found["redis"] = int(entry.name)
+        elif b"order_api" in cmdline:
+            found["api"] = int(entry.name)
+        elif b"WORKER_NAME" in environ:
+            found[environ[b"WORKER_NAME"].decode()] = int(entry.name)
+    return found
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident memory (VmHWM), in MB; None if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

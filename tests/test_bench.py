@@ -1,0 +1,34 @@
+"""The benchmark command works end to end, on a tiny size. It asserts what
+the benchmark reports, never how fast anything was."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+def test_the_benchmark_runs_every_phase_and_writes_json_and_a_chart(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shopctl", "bench", "--orders", "150", "--concurrency", "8",
+         "--rate", "40", "--duration", "1", "--runner-events", "300", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=170,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for phase in ("loadgen", "baseline", "saturation", "steady", "runner"):
+        assert any(line.startswith(phase) for line in result.stdout.splitlines()), phase
+    assert "settled/s ÷ baseline accepted/s = " in result.stdout
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert results["saturation"]["orders"] == 150 and results["steady"]["orders"] == 40
+    for phase in ("saturation", "steady"):
+        assert set(results[phase]["post_to_final_ms"]) == {"p50", "p95", "p99", "max"}
+    assert results["ratio_settled_to_baseline"] > 0
+    assert {"api", "redis", "projector", "payment-1", "inventory-1"} <= set(
+        results["peak_rss_mb"])
+    assert results["runner"]["payment_per_s"] > 0 and results["redis_bytes_per_order"] > 0
+    assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
