@@ -10,14 +10,16 @@ from fastapi import Depends, Request
 from order_api.settings import ApiSettings
 
 
-def get_redis(request: Request) -> redis.asyncio.Redis:
+# async, so that FastAPI calls them on the event loop: a plain def would be run
+# in its thread pool, a thread hop per request for a dictionary lookup.
+async def get_redis(request: Request) -> redis.asyncio.Redis:
     return request.app.state.redis
 
 
 RedisDep = Annotated[redis.asyncio.Redis, Depends(get_redis)]
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 

@@ -3,6 +3,7 @@ which is which, and how much memory each used at its peak."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -45,3 +46,12 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         pass
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time the process has used so far (user + system), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -100,10 +100,18 @@ async def open_loop(host: str, port: int, path: str, bodies: Bodies, rate: float
             connection = idle.pop() if idle else None
             if connection is None:
                 opened += 1
+        body, headers = bodies(index)
+        if connection is not None:
+            try:
+                status, answer = await connection.post(path.encode(), body, headers)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                # The server closed it while it sat idle (keep-alive timeout) before
+                # reading this request: send it again on a new connection.
+                connection.close()
+                connection = None
         if connection is None:
             connection = await Connection.open(host, port)
-        body, headers = bodies(index)
-        status, answer = await connection.post(path.encode(), body, headers)
+            status, answer = await connection.post(path.encode(), body, headers)
         samples.append(Sample(index, due_wall_ms, (time.perf_counter() - due) * 1000,
                               status, answer))
         async with free:

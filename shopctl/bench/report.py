@@ -41,6 +41,8 @@ def table(results: dict[str, Any]) -> str:
         "line per event)",
         f"Redis memory per settled order: {results['redis_bytes_per_order']} bytes",
         f"peak RSS (MB): {rss}",
+        "CPU ms per order at saturation: " + ", ".join(
+            f"{name} {ms:g}" for name, ms in sat.get("cpu_ms_per_order", {}).items()),
         "worst lag + pending per group (saturation): " + ", ".join(
             f"{g} {n}" for g, n in sorted(sat["max_lag"].items()) if n) or "none",
     ]

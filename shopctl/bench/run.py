@@ -153,6 +153,7 @@ class Bench:
 
     async def saturation(self, host: str, port: int, r: redis.asyncio.Redis) -> float:
         count = self.options.orders
+        cpu_before = self.cpu()
         lag = asyncio.create_task(self.watch_lag(r))
         started = time.perf_counter()
         samples = await loadgen.closed_loop(host, port, "/orders", order_body, count,
@@ -160,6 +161,7 @@ class Bench:
         accepted = time.perf_counter() - started
         finals = await self.wait_final(r, samples)
         lag.cancel()
+        cpu_after = self.cpu()
         first_sent = min(s.sent_ms for s in samples)
         settled_s = (max(finals.values()) - first_sent) / 1000
         self.series["saturation: POST"] = [s.latency_ms for s in samples]
@@ -171,6 +173,11 @@ class Bench:
             "post_ms": percentiles(self.series["saturation: POST"]),
             "post_to_final_ms": percentiles(self.series["saturation: POST to final"]),
             "max_lag": dict(self.max_lag),
+            # Where the CPU goes: CPU ms each process spent per order settled.
+            "cpu_ms_per_order": {
+                name: round((cpu_after[name] - cpu_before[name]) * 1000 / count, 3)
+                for name in sorted(cpu_after) if name in cpu_before
+            },
         }
         self.record("saturation", phase)
         return count / settled_s
@@ -194,6 +201,17 @@ class Bench:
 
     # -- helpers -----------------------------------------------------------------
 
+    launcher: int | None = None
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each process of the system and by this one."""
+        used = {"bench (load generator)": time.process_time()}
+        if self.launcher is not None:
+            for name, pid in processes.children(self.launcher).items():
+                if (seconds := processes.cpu_seconds(pid)) is not None:
+                    used[name] = seconds
+        return used
+
     async def watch_lag(self, r: redis.asyncio.Redis) -> None:
         """Sample every group's lag + pending four times a second; keep the worst."""
         self.max_lag = {}
@@ -201,7 +219,7 @@ class Bench:
             for stream in keys.ALL_STREAMS:
                 try:
                     groups = await r.xinfo_groups(stream)
-                except redis.ResponseError:
+                except redis.RedisError:
                     continue
                 for g in groups:
                     name = f"{stream}/{g['name']}"
@@ -241,6 +259,7 @@ class Bench:
     async def run(self) -> dict[str, Any]:
         o = self.options
         with self.system() as (api_url, redis_url, launcher):
+            self.launcher = launcher
             r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
             await self.load_catalog(api_url)
             host, port = api_url.removeprefix("http://").rsplit(":", 1)
