@@ -3,7 +3,6 @@ change later only in the workers' atomic steps)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TypeVar
 
 import redis.asyncio
@@ -85,21 +84,6 @@ async def add_customer(r: redis.asyncio.Redis, body: CustomerIn) -> Customer:
 
 async def get_customer(r: redis.asyncio.Redis, customer_id: str) -> Customer:
     return await _read(r, Customer, customer_id)
-
-
-async def prices(
-    r: redis.asyncio.Redis, customer_id: str, product_ids: Sequence[str]
-) -> tuple[bool, dict[str, int | None]]:
-    """Whether the customer exists, and each product's current price (None if unknown)."""
-    async with r.pipeline(transaction=False) as pipe:
-        pipe.exists(keys.customer(customer_id))
-        for product_id in product_ids:
-            pipe.hget(keys.product(product_id), "price_cents")
-        exists, *found = await pipe.execute()
-    return bool(exists), {
-        p: None if price is None else int(price)
-        for p, price in zip(product_ids, found, strict=True)
-    }
 
 
 Record = TypeVar("Record", Product, Customer)

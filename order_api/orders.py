@@ -19,20 +19,19 @@ from typing import Any
 
 import redis.asyncio
 
-from order_api import catalog
 from order_api.errors import NotFound, Unprocessable
 from order_api.schemas import (
     FINAL_STATUSES,
     HistoryEntry,
+    LineOut,
     OrderIn,
     OrderOut,
     OrderPage,
     OrderSummary,
 )
 from streams import keys
-from streams.envelope import Envelope
-from streams.events import OrderCreated, OrderLine
-from streams.scripts import Script, evaluate, pairs
+from streams.envelope import Header
+from streams.scripts import Script, evaluate
 
 STATUSES = ("pending", "paid", "failed", "completed", "rejected", "refunded")
 # A status only ever moves to a higher rank. `failed` ranks below the other
@@ -46,37 +45,59 @@ log = logging.getLogger(__name__)
 CREATE = Script(
     "create_order",
     """
+-- Checks the customer and prices every line from the catalog, then writes the order,
+-- its order.created event, its first history entry and its indexes: one round trip,
+-- all or nothing.
 -- KEYS: order, history, all orders, customer's orders, pending orders, orders.created,
---       and, when the request has an Idempotency-Key, its record
--- ARGV: order id, created ms, body digest, key ttl, n, then the order's n field/value
---       arguments, then the envelope's field/value arguments
-local n = tonumber(ARGV[5])
-local idempotent = #KEYS == 7
-if idempotent then
-  local prior = redis.call('HMGET', KEYS[7], 'order_id', 'digest')
+--       customer, [the Idempotency-Key's record], then one key per distinct product
+-- ARGV: order id, created ms, body digest, key ttl, customer id, the header's event
+--       id, occurred at and version, then m (distinct products), the m product ids,
+--       then product number (1..m) and quantity per line
+local m = tonumber(ARGV[9])
+local first_product = #KEYS - m
+if first_product == 8 then
+  local prior = redis.call('HMGET', KEYS[8], 'order_id', 'digest')
   if prior[1] then
     return {prior[2] == ARGV[3] and 'replayed' or 'mismatch', prior[1]}
   end
 end
-local order, event = {}, {}
-for i = 6, 5 + n do order[#order + 1] = ARGV[i] end
-for i = 6 + n, #ARGV do event[#event + 1] = ARGV[i] end
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('order id taken') end
-local entry = redis.call('XADD', KEYS[6], '*', unpack(event))
-redis.call('HSET', KEYS[1], unpack(order))
-local fields = {}
-for i = 1, #event, 2 do fields[event[i]] = event[i + 1] end
-redis.call('HSET', KEYS[2], fields['event_id'], cjson.encode({
-  event_id = fields['event_id'], type = fields['type'], at = fields['occurred_at'],
-  stream = KEYS[6], entry_id = entry}))
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
-if idempotent then
-  redis.call('HSET', KEYS[7], 'order_id', ARGV[1], 'digest', ARGV[3])
-  redis.call('EXPIRE', KEYS[7], ARGV[4])
+if redis.call('EXISTS', KEYS[7]) == 0 then return {'unknown_customer'} end
+local prices, unknown = {}, {}
+for i = 1, m do
+  local price = redis.call('HGET', KEYS[first_product + i], 'price_cents')
+  if price then prices[i] = tonumber(price) else unknown[#unknown + 1] = ARGV[9 + i] end
 end
-return {'created', entry}
+if #unknown > 0 then return {'unknown_products', unpack(unknown)} end
+-- Totals stay below 1e14 (schemas.py bounds prices and quantities), so cjson writes
+-- them as plain integers.
+local lines, total = {}, 0
+for i = 10 + m, #ARGV, 2 do
+  local product, quantity = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  lines[#lines + 1] = {product_id = ARGV[9 + product], quantity = quantity,
+                       price_cents = prices[product]}
+  total = total + quantity * prices[product]
+end
+local id, at = ARGV[1], ARGV[7]
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('order id taken') end
+local data = cjson.encode({customer_id = ARGV[5], lines = lines, total_cents = total})
+local entry = redis.call('XADD', KEYS[6], '*', 'type', 'order.created', 'event_id', ARGV[6],
+                         'order_id', id, 'occurred_at', at, 'causation_id', '', 'v', ARGV[8],
+                         'data', data)
+redis.call('HSET', KEYS[1], 'id', id, 'customer_id', ARGV[5], 'lines', cjson.encode(lines),
+           'total_cents', string.format('%d', total), 'status', 'pending', 'reason', '',
+           'created_at', at, 'updated_at', at, 'created_ms', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[6], cjson.encode({
+  event_id = ARGV[6], type = 'order.created', at = at, stream = KEYS[6], entry_id = entry}))
+redis.call('ZADD', KEYS[3], ARGV[2], id)
+redis.call('ZADD', KEYS[4], ARGV[2], id)
+redis.call('ZADD', KEYS[5], ARGV[2], id)
+if first_product == 8 then
+  redis.call('HSET', KEYS[8], 'order_id', id, 'digest', ARGV[3])
+  redis.call('EXPIRE', KEYS[8], ARGV[4])
+end
+local answer = {'created', entry}
+for i = 1, m do answer[#answer + 1] = prices[i] end
+return answer
 """,
 )
 
@@ -94,40 +115,15 @@ async def place(
     idempotency_key: str | None = None,
     idempotency_ttl_s: int = IDEMPOTENCY_TTL_S,
 ) -> tuple[OrderOut, bool]:
-    """Validate against the catalog, capture prices, write the order pending
-    together with its ``order.created`` event. With an ``idempotency_key``, a
-    request repeated within the TTL (even concurrently) gets the order the
-    first one placed: returns (order, True) then."""
+    """Price the order from the catalog and write it pending together with its
+    ``order.created`` event, in one script (one round trip). With an
+    ``idempotency_key``, a request repeated within the TTL (even concurrently)
+    gets the order the first one placed: returns (order, True) then."""
     product_ids = list(dict.fromkeys(line.product_id for line in body.lines))
-    customer_exists, price_of = await catalog.prices(r, body.customer_id, product_ids)
-    if not customer_exists:
-        raise Unprocessable(f"customer_id: customer {body.customer_id!r} does not exist")
-    unknown = [p for p, price in price_of.items() if price is None]
-    if unknown:
-        raise Unprocessable(f"lines: unknown product(s): {', '.join(map(repr, unknown))}")
-    lines = [
-        OrderLine(product_id=line.product_id, quantity=line.quantity,
-                  price_cents=price_of[line.product_id] or 0)
-        for line in body.lines
-    ]
-    total = sum(line.quantity * line.price_cents for line in lines)
+    number = {product_id: i for i, product_id in enumerate(product_ids, 1)}
     order_id = new_order_id()
-    event = Envelope.new(
-        OrderCreated(customer_id=body.customer_id, lines=lines, total_cents=total), order_id
-    )
-    created_at = event.occurred_at
-    record = {
-        "id": order_id,
-        "customer_id": body.customer_id,
-        "lines": json.dumps([line.model_dump() for line in lines]),
-        "total_cents": str(total),
-        "status": "pending",
-        "reason": "",
-        "created_at": created_at,
-        "updated_at": created_at,
-    }
-    created_ms = str(int(time.time() * 1000))
-    order_args = pairs(record | {"created_ms": created_ms})
+    header = Header.new(order_id)
+    created_ms = int(time.time() * 1000)
     script_keys = [
         keys.order(order_id),
         keys.order_history(order_id),
@@ -135,36 +131,51 @@ async def place(
         keys.customer_orders(body.customer_id),
         keys.orders_by_status("pending"),
         keys.ORDERS_CREATED,
+        keys.customer(body.customer_id),
     ]
     digest = ""
     if idempotency_key is not None:
         script_keys.append(keys.idempotency(idempotency_key))
         digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-    outcome, value = await evaluate(
-        r,
-        CREATE,
-        script_keys,
-        [order_id, created_ms, digest, idempotency_ttl_s, len(order_args), *order_args,
-         *pairs(event.to_fields())],
-    )
-    if outcome == "mismatch":
-        raise Unprocessable(
-            f"Idempotency-Key {idempotency_key!r} was already used for a different order "
-            "body; send a new key for a new order"
+    script_keys += [keys.product(p) for p in product_ids]
+    answer = await evaluate(r, CREATE, script_keys, [
+        order_id, created_ms, digest, idempotency_ttl_s, body.customer_id,
+        header.event_id, header.occurred_at, header.v, len(product_ids), *product_ids,
+        *(part for line in body.lines for part in (number[line.product_id], line.quantity)),
+    ])
+    match answer:
+        case ["unknown_customer"]:
+            raise Unprocessable(f"customer_id: customer {body.customer_id!r} does not exist")
+        case ["unknown_products", *unknown]:
+            raise Unprocessable(f"lines: unknown product(s): {', '.join(map(repr, unknown))}")
+        case ["mismatch", _]:
+            raise Unprocessable(
+                f"Idempotency-Key {idempotency_key!r} was already used for a different order "
+                "body; send a new key for a new order"
+            )
+        case ["replayed", first]:
+            log.info("%-12s order=%s repeated request (Idempotency-Key %s): same order",
+                     "api", first, idempotency_key, extra={"order_id": first})
+            return await get(r, first), True
+    entry_id, *prices = answer[1:]
+    price_of = dict(zip(product_ids, prices, strict=True))
+    lines = [LineOut(product_id=line.product_id, quantity=line.quantity,
+                     price_cents=price_of[line.product_id]) for line in body.lines]
+    total = sum(line.quantity * line.price_cents for line in lines)
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "%-12s order=%s accepted for %s: %d line(s), %d cents → %s %s",
+            "api", order_id, body.customer_id, len(lines), total, keys.ORDERS_CREATED, entry_id,
+            extra={"order_id": order_id, "stream": keys.ORDERS_CREATED, "entry_id": entry_id},
         )
-    if outcome == "replayed":
-        log.info("%-12s order=%s repeated request (Idempotency-Key %s): same order",
-                 "api", value, idempotency_key, extra={"order_id": value})
-        return await get(r, value), True
-    entry_id = value
-    log.info(
-        "%-12s order=%s accepted for %s: %d line(s), %d cents → %s %s",
-        "api", order_id, body.customer_id, len(lines), total, keys.ORDERS_CREATED, entry_id,
-        extra={"order_id": order_id, "stream": keys.ORDERS_CREATED, "entry_id": entry_id},
-    )
-    created = HistoryEntry(type=event.type, at=created_at, stream=keys.ORDERS_CREATED,
-                           entry_id=entry_id, event_id=event.event_id)
-    return OrderOut(**_summary(record), history=[created]), False
+    created = HistoryEntry(type="order.created", at=header.occurred_at,
+                           stream=keys.ORDERS_CREATED, entry_id=entry_id,
+                           event_id=header.event_id)
+    return OrderOut(
+        id=order_id, customer_id=body.customer_id, status="pending", reason="",
+        total_cents=total, lines=lines, created_at=header.occurred_at,
+        updated_at=header.occurred_at, history=[created],
+    ), False
 
 
 async def get(r: redis.asyncio.Redis, order_id: str) -> OrderOut:

@@ -217,3 +217,19 @@ def test_money_and_stock_never_move_for_an_order_nobody_accepted(shop: Shop) -> 
     assert (charge["group"], charge["reason"]) == (
         "payment", "order does not exist; nothing charged")
     assert (take["group"], take["reason"]) == ("inventory", "order does not exist; no stock taken")
+
+
+def test_the_largest_order_is_priced_exactly(shop: Shop) -> None:
+    """50 lines of 10,000 units at 1e8 cents: 5e13 cents, written by the intake
+    script as a plain integer in the order and in its event."""
+    for i in range(50):
+        shop.product(f"p{i}", stock=10_000, price_cents=100_000_000)
+    shop.customer("rich", 10**13)
+    order = shop.order("rich", *((f"p{i}", 10_000) for i in range(50)))
+    assert shop.r.hget(keys.order(order), "total_cents") == "50000000000000"
+    [created] = shop.events(keys.ORDERS_CREATED)
+    event = Envelope.parse(created)
+    assert event.payload.total_cents == 5 * 10**13  # type: ignore[union-attr]
+    assert {line.price_cents for line in event.payload.lines} == {10**8}  # type: ignore[union-attr]
+    shop.settle()  # the largest balance (1e13) cannot pay it
+    assert shop.status(order) == "rejected" and shop.balance("rich") == 10**13
