@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
 
-from order_api.main import run_server
+from order_api.main import NO_TELEMETRY, run_server
 from order_api.schemas import OrderIn
 from order_api.settings import ApiSettings
 from streams import keys, logs
@@ -29,7 +29,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         yield
         await app.state.redis.aclose()
 
-    app = FastAPI(title="bare intake (benchmark baseline)", lifespan=lifespan)
+    app = FastAPI(title="bare intake (benchmark baseline)", lifespan=lifespan,
+                  telemetry=NO_TELEMETRY)
 
     @app.post("/orders", status_code=status.HTTP_202_ACCEPTED)
     async def accept(body: OrderIn, request: Request) -> dict[str, str]:
