@@ -108,6 +108,12 @@ def _apply(order_id: str, event_id: str, event_type: str, at: str, status: str,
     )
 
 
+def created(event: Envelope) -> Outcome:
+    """order.created: the API wrote the order pending and its first history entry
+    in the same script as this event; there is nothing left to record."""
+    return Ack("pending, recorded with the order by the API")
+
+
 def project(event: Envelope) -> Outcome:
     """Any event of the flow: record it in the order's history, move its status."""
     status, reason = target(event)
@@ -144,6 +150,7 @@ def describe(result: list) -> str:
 
 HANDLERS: dict[str, Handler] = {
     **{event_type: project for event_type in EVENTS},
+    "order.created": created,
     DEAD_LETTER_TYPE: fail,
 }
 

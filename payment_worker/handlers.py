@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from streams import keys
 from streams.envelope import Envelope, Header
-from streams.events import InventoryRejected, OrderCreated, PaymentCompleted, PaymentFailed
+from streams.events import InventoryRejected, OrderCreated, PaymentCompleted
 from streams.outcomes import Apply
 from streams.scripts import Step
 
@@ -17,7 +17,10 @@ CHARGE = Step(
     "charge",
     """
 -- K: payment record, customer, payments.completed, payments.failed, order
--- A: amount, customer id, completed data, insufficient-funds data, unknown-customer data
+-- A: amount, customer id, completed data
+local function declined(reason)  -- payment.failed's data (events.PaymentFailed)
+  return cjson.encode({customer_id = A[2], amount_cents = tonumber(A[1]), reason = reason})
+end
 if redis.call('EXISTS', K[1]) == 1 then
   return {'duplicate', redis.call('HGET', K[1], 'status')}
 end
@@ -28,14 +31,15 @@ local balance = redis.call('HGET', K[2], 'balance_cents')
 if not balance then
   redis.call('HSET', K[1], 'status', 'declined', 'reason', 'unknown_customer',
              'customer_id', A[2], 'amount_cents', A[1])
-  return {'declined', 'unknown_customer', A[1], A[2], '0', publish(K[4], 'payment.failed', A[5])}
+  return {'declined', 'unknown_customer', A[1], A[2], '0',
+          publish(K[4], 'payment.failed', declined('unknown_customer'))}
 end
 local name = redis.call('HGET', K[2], 'name') or A[2]
 if tonumber(balance) < tonumber(A[1]) then
   redis.call('HSET', K[1], 'status', 'declined', 'reason', 'insufficient_funds',
              'customer_id', A[2], 'amount_cents', A[1])
   return {'declined', 'insufficient_funds', A[1], name, balance,
-          publish(K[4], 'payment.failed', A[4])}
+          publish(K[4], 'payment.failed', declined('insufficient_funds'))}
 end
 local left = redis.call('HINCRBY', K[2], 'balance_cents', '-' .. A[1])
 redis.call('HSET', K[1], 'status', 'charged', 'customer_id', A[2], 'amount_cents', A[1])
@@ -77,12 +81,6 @@ def charge(event: Envelope) -> Apply:
     assert isinstance(order, OrderCreated)
     amount, customer = order.total_cents, order.customer_id
     completed = PaymentCompleted(customer_id=customer, amount_cents=amount, lines=order.lines)
-
-    def failed(reason: str) -> str:
-        return PaymentFailed(
-            customer_id=customer, amount_cents=amount, reason=reason  # type: ignore[arg-type]
-        ).model_dump_json()
-
     return Apply(
         CHARGE,
         keys=[
@@ -92,13 +90,8 @@ def charge(event: Envelope) -> Apply:
             keys.PAYMENTS_FAILED,
             keys.order(event.order_id),
         ],
-        args=[
-            amount,
-            customer,
-            completed.model_dump_json(),
-            failed("insufficient_funds"),
-            failed("unknown_customer"),
-        ],
+        # A decline's PaymentFailed is written by the step itself, only when it happens.
+        args=[amount, customer, completed.model_dump_json()],
         header=Header.new(event.order_id, causation_id=event.event_id),
         describe=describe,
     )

@@ -41,6 +41,8 @@ def table(results: dict[str, Any]) -> str:
         "line per event)",
         f"Redis memory per settled order: {results['redis_bytes_per_order']} bytes",
         f"peak RSS (MB): {rss}",
+        "Redis calls per order at saturation: " + ", ".join(
+            f"{name} {n:g}" for name, n in sat.get("redis_calls_per_order", {}).items()),
         "CPU ms per order at saturation: " + ", ".join(
             f"{name} {ms:g}" for name, ms in sat.get("cpu_ms_per_order", {}).items()),
         "worst lag + pending per group (saturation): " + ", ".join(

@@ -153,6 +153,7 @@ class Bench:
 
     async def saturation(self, host: str, port: int, r: redis.asyncio.Redis) -> float:
         count = self.options.orders
+        await r.config_resetstat()
         cpu_before = self.cpu()
         lag = asyncio.create_task(self.watch_lag(r))
         started = time.perf_counter()
@@ -173,6 +174,13 @@ class Bench:
             "post_ms": percentiles(self.series["saturation: POST"]),
             "post_to_final_ms": percentiles(self.series["saturation: POST to final"]),
             "max_lag": dict(self.max_lag),
+            # What Redis was asked, per order (reads of the lag sampler included).
+            "redis_calls_per_order": {
+                name.removeprefix("cmdstat_"): round(stat["calls"] / count, 2)
+                for name, stat in sorted((await r.info("commandstats")).items(),
+                                         key=lambda item: -item[1]["calls"])
+                if stat["calls"] >= count / 10
+            },
             # Where the CPU goes: CPU ms each process spent per order settled.
             "cpu_ms_per_order": {
                 name: round((cpu_after[name] - cpu_before[name]) * 1000 / count, 3)

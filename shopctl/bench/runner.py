@@ -45,7 +45,8 @@ def events_per_s(r: redis.Redis, group: str, handlers: Mapping[str, Callable[[An
                         middleware=middleware.DEFAULT)
     consumer.ensure_groups()
     started = time.perf_counter()
-    consumer.run(once=True)
+    while consumer.handle_new():  # the hot path: read a batch, handle it, commit it
+        pass
     elapsed = time.perf_counter() - started
     assert r.xpending(keys.ORDERS_CREATED, group)["pending"] == 0
     return round(events / elapsed)
