@@ -7,6 +7,7 @@ single XADD (to ``bench.baseline``, which nothing reads), nothing else.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.redis = connect_async(
             settings.redis_url, max_connections=settings.api_redis_connections
         )
+        gc.freeze()  # as the API does
         yield
         await app.state.redis.aclose()
 

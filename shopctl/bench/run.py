@@ -22,6 +22,7 @@ final, by the same machine's clock (the order's ``updated_ms``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -74,6 +75,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 2)}
+
+
+async def stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def wait_http(url: str, timeout_s: float = 30) -> None:
@@ -161,7 +168,7 @@ class Bench:
                                             self.options.concurrency)
         accepted = time.perf_counter() - started
         finals = await self.wait_final(r, samples)
-        lag.cancel()
+        await stop(lag)
         cpu_after = self.cpu()
         first_sent = min(s.sent_ms for s in samples)
         settled_s = (max(finals.values()) - first_sent) / 1000
@@ -195,7 +202,7 @@ class Bench:
         samples = await loadgen.open_loop(host, port, "/orders", order_body, rate,
                                           self.options.duration_s)
         finals = await self.wait_final(r, samples)
-        lag.cancel()
+        await stop(lag)
         self.series["steady: POST"] = [s.latency_ms for s in samples]
         self.series["steady: POST to final"] = self.to_final(samples, finals)
         self.record("steady", {
