@@ -22,7 +22,6 @@ final, by the same machine's clock (the order's ``updated_ms``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import resource
@@ -77,12 +76,6 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 2)}
 
 
-async def stop(task: asyncio.Task) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 def wait_http(url: str, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -124,6 +117,7 @@ class Bench:
     def __init__(self, options: Options, say: Say) -> None:
         self.options, self.say = options, say
         self.max_lag: dict[str, int] = {}
+        self.watching = False
         self.series: dict[str, list[float]] = {}  # latencies (ms) for the chart
         self.results: dict[str, Any] = {"options": {
             k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}}
@@ -162,13 +156,13 @@ class Bench:
         count = self.options.orders
         await r.config_resetstat()
         cpu_before = self.cpu()
-        lag = asyncio.create_task(self.watch_lag(r))
+        lag = self.watch_lag(r)
         started = time.perf_counter()
         samples = await loadgen.closed_loop(host, port, "/orders", order_body, count,
                                             self.options.concurrency)
         accepted = time.perf_counter() - started
         finals = await self.wait_final(r, samples)
-        await stop(lag)
+        await self.stop_watching(lag)
         cpu_after = self.cpu()
         first_sent = min(s.sent_ms for s in samples)
         settled_s = (max(finals.values()) - first_sent) / 1000
@@ -198,11 +192,11 @@ class Bench:
         return count / settled_s
 
     async def steady(self, host: str, port: int, r: redis.asyncio.Redis, rate: float) -> None:
-        lag = asyncio.create_task(self.watch_lag(r))
+        lag = self.watch_lag(r)
         samples = await loadgen.open_loop(host, port, "/orders", order_body, rate,
                                           self.options.duration_s)
         finals = await self.wait_final(r, samples)
-        await stop(lag)
+        await self.stop_watching(lag)
         self.series["steady: POST"] = [s.latency_ms for s in samples]
         self.series["steady: POST to final"] = self.to_final(samples, finals)
         self.record("steady", {
@@ -227,20 +221,30 @@ class Bench:
                     used[name] = seconds
         return used
 
-    async def watch_lag(self, r: redis.asyncio.Redis) -> None:
-        """Sample every group's lag + pending four times a second; keep the worst."""
-        self.max_lag = {}
-        while True:
-            for stream in keys.ALL_STREAMS:
-                try:
-                    groups = await r.xinfo_groups(stream)
-                except redis.RedisError:
-                    continue
-                for g in groups:
-                    name = f"{stream}/{g['name']}"
-                    behind = (g.get("lag") or 0) + g["pending"]
-                    self.max_lag[name] = max(self.max_lag.get(name, 0), behind)
-            await asyncio.sleep(0.25)
+    def watch_lag(self, r: redis.asyncio.Redis) -> asyncio.Task:
+        """Sample every group's lag + pending four times a second; keep the worst.
+        Stopped by a flag, not by cancelling: redis-py can turn a cancellation
+        that lands inside a command into a TimeoutError."""
+        self.max_lag, self.watching = {}, True
+
+        async def watch() -> None:
+            while self.watching:
+                for stream in keys.ALL_STREAMS:
+                    try:
+                        groups = await r.xinfo_groups(stream)
+                    except redis.RedisError:
+                        continue
+                    for g in groups:
+                        name = f"{stream}/{g['name']}"
+                        behind = (g.get("lag") or 0) + g["pending"]
+                        self.max_lag[name] = max(self.max_lag.get(name, 0), behind)
+                await asyncio.sleep(0.25)
+
+        return asyncio.create_task(watch())
+
+    async def stop_watching(self, task: asyncio.Task) -> None:
+        self.watching = False
+        await task
 
     async def wait_final(self, r: redis.asyncio.Redis, samples: list[loadgen.Sample],
                          timeout_s: float = 300) -> dict[str, float]:
