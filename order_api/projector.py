@@ -66,6 +66,7 @@ if new == current and RANK[new] < 3 and A[5] ~= '' then
 end
 return {{'kept', current, new}}
 """,
+    publishes=False,
 )
 
 

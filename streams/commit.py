@@ -16,12 +16,8 @@ import redis
 from streams import keys
 from streams.deadletter import DeadLetter
 from streams.delivery import Delivery, reject
-from streams.envelope import Header
 from streams.outcomes import Apply, Reject
 from streams.scripts import DEAD_LETTER, pairs
-
-# The header slots of a step that publishes nothing.
-NO_HEADER = [""] * len(Header("", "", "", "").as_args())
 
 
 class Committer:
@@ -82,7 +78,7 @@ class Committer:
                 pipe.evalsha(
                     outcome.step.sha, 1 + len(outcome.keys), delivery.stream, *outcome.keys,
                     self.group, delivery.entry_id,
-                    *(outcome.header.as_args() if outcome.header else NO_HEADER), *outcome.args,
+                    *(outcome.header.as_args() if outcome.header else ()), *outcome.args,
                 )
             elif isinstance(outcome, Reject):
                 dead = DeadLetter.of(

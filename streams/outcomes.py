@@ -34,6 +34,11 @@ class Apply:
     # Turns the step's result into the rest of the log line.
     describe: Callable[[list], str] = field(default=_describe_result)
 
+    def __post_init__(self) -> None:
+        if self.step.publishes != (self.header is not None):
+            raise ValueError(f"step {self.step.name!r}: a header is needed exactly when the "
+                             "step publishes")
+
 
 @dataclass(frozen=True, slots=True)
 class Ack:

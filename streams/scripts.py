@@ -7,7 +7,8 @@ and an epilogue owned by the runner:
 - ``K[i]`` and ``A[i]`` are the handler's own keys and arguments;
 - ``publish(stream, type, data)`` XADDs an envelope whose header (event id,
   order id, time, causation) the handler fixed in advance, and returns the
-  new entry id;
+  new entry id (only in a step made with ``publishes=True``, the default: a
+  step that publishes nothing is called without the header's arguments);
 - the body returns a table; its first element names what happened. Unless
   it is ``'dead_letter'`` (then the second element is the reason and the
   runner dead-letters the message), the epilogue XACKs the input.
@@ -43,6 +44,15 @@ end
 local function handle()
 """
 
+# The prelude of a step that publishes nothing: no header arguments to carry.
+_PRELUDE_SILENT = """
+local input, group, entry_id = KEYS[1], ARGV[1], ARGV[2]
+local K, A = {}, {}
+for i = 2, #KEYS do K[i - 1] = KEYS[i] end
+for i = 3, #ARGV do A[i - 2] = ARGV[i] end
+local function handle()
+"""
+
 _EPILOGUE = """
 end
 local result = handle()
@@ -58,11 +68,12 @@ class Step:
 
     name: str
     body: str
+    publishes: bool = True
     source: str = field(init=False, repr=False)
     sha: str = field(init=False)
 
     def __post_init__(self) -> None:
-        source = _PRELUDE + self.body + _EPILOGUE
+        source = (_PRELUDE if self.publishes else _PRELUDE_SILENT) + self.body + _EPILOGUE
         object.__setattr__(self, "source", source)
         object.__setattr__(self, "sha", hashlib.sha1(source.encode()).hexdigest())
 
