@@ -41,15 +41,16 @@ local RANK = {{{_LUA_TABLE}}}
 local NAMES = {{{_LUA_NAMES}}}
 local INDEX = {{}}
 for i, name in ipairs(NAMES) do INDEX[name] = K[2 + i] end
-if redis.call('EXISTS', K[1]) == 0 then
+local order = redis.call('HMGET', K[1], 'status', 'created_ms')
+local current, created_ms, new = order[1], order[2], A[4]
+if not current then
   return {{'dead_letter', 'order ' .. A[7] .. ' does not exist'}}
 end
 local entry = cjson.encode({{event_id = A[1], type = A[2], at = A[3], stream = input,
                              entry_id = entry_id}})
 if redis.call('HSETNX', K[2], A[1], entry) == 0 then
-  return {{'duplicate', redis.call('HGET', K[1], 'status')}}
+  return {{'duplicate', current}}
 end
-local current, new = redis.call('HGET', K[1], 'status'), A[4]
 if RANK[new] > RANK[current] then
   -- updated_ms: the server's clock when the status moved (what the benchmark reads)
   local t = redis.call('TIME')
@@ -57,7 +58,7 @@ if RANK[new] > RANK[current] then
   redis.call('HSET', K[1], 'status', new, 'reason', A[5], 'updated_at', A[6],
              'updated_ms', now_ms)
   redis.call('ZREM', INDEX[current], A[7])
-  redis.call('ZADD', INDEX[new], redis.call('HGET', K[1], 'created_ms'), A[7])
+  redis.call('ZADD', INDEX[new], created_ms, A[7])
   return {{'moved', current, new}}
 end
 if new == current and RANK[new] < 3 and A[5] ~= '' then

@@ -27,14 +27,14 @@ end
 if redis.call('EXISTS', K[5]) == 0 then  -- an event nobody accepted: charge nothing
   return {'dead_letter', 'order does not exist; nothing charged'}
 end
-local balance = redis.call('HGET', K[2], 'balance_cents')
+local customer = redis.call('HMGET', K[2], 'balance_cents', 'name')
+local balance, name = customer[1], customer[2] or A[2]
 if not balance then
   redis.call('HSET', K[1], 'status', 'declined', 'reason', 'unknown_customer',
              'customer_id', A[2], 'amount_cents', A[1])
   return {'declined', 'unknown_customer', A[1], A[2], '0',
           publish(K[4], 'payment.failed', declined('unknown_customer'))}
 end
-local name = redis.call('HGET', K[2], 'name') or A[2]
 if tonumber(balance) < tonumber(A[1]) then
   redis.call('HSET', K[1], 'status', 'declined', 'reason', 'insufficient_funds',
              'customer_id', A[2], 'amount_cents', A[1])

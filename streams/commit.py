@@ -1,10 +1,11 @@
 """Applying a batch's outcomes to Redis, in one pipeline.
 
 Each message's outcome becomes one command: its Lua step (which acknowledges
-the message itself), its dead-lettering script, or a plain XACK. Scripts are
-loaded in the same pipeline the first time they are used and again if the
-server lost them (NOSCRIPT, after a restart). A step that answers
-``dead_letter`` is dead-lettered in a second pipeline.
+the message itself) or its dead-lettering script; messages that only need
+acknowledging share one XACK per stream. Scripts are loaded in the same
+pipeline the first time they are used and again if the server lost them
+(NOSCRIPT, after a restart). A step that answers ``dead_letter`` is
+dead-lettered in a second pipeline.
 """
 
 from __future__ import annotations
@@ -72,9 +73,12 @@ class Committer:
                 pipe.script_load(DEAD_LETTER.source)
                 self.loaded.add(DEAD_LETTER.sha)
                 loads += 1
+        acks: dict[str, list[Delivery]] = {}  # plain acknowledgements: one XACK a stream
         for delivery in deliveries:
             outcome = delivery.outcome
-            if isinstance(outcome, Apply):
+            if not isinstance(outcome, Apply | Reject):
+                acks.setdefault(delivery.stream, []).append(delivery)
+            elif isinstance(outcome, Apply):
                 pipe.evalsha(
                     outcome.step.sha, 1 + len(outcome.keys), delivery.stream, *outcome.keys,
                     self.group, delivery.entry_id,
@@ -89,6 +93,16 @@ class Committer:
                     DEAD_LETTER.sha, 2, delivery.stream, keys.dead(delivery.stream),
                     self.group, delivery.entry_id, *pairs(dead.to_fields()),
                 )
-            else:
-                pipe.xack(delivery.stream, self.group, delivery.entry_id)
-        return pipe.execute(raise_on_error=False)[loads:]
+        for stream, acked in acks.items():
+            pipe.xack(stream, self.group, *(d.entry_id for d in acked))
+        results = pipe.execute(raise_on_error=False)[loads:]
+        # Back in the order of ``deliveries``: each acknowledged message gets its
+        # XACK's answer (its count, or its error).
+        ordered: dict[int, Any] = {}
+        commands = [d for d in deliveries if isinstance(d.outcome, Apply | Reject)]
+        for delivery, result in zip(commands, results[: len(commands)], strict=True):
+            ordered[id(delivery)] = result
+        for acked, result in zip(acks.values(), results[len(commands):], strict=True):
+            for delivery in acked:
+                ordered[id(delivery)] = result
+        return [ordered[id(d)] for d in deliveries]

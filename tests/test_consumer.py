@@ -200,3 +200,19 @@ def test_the_default_middleware_logs_one_line_per_message_with_its_timing(
     )
     assert record.outcome == "applied" and record.order_id == order
     assert record.elapsed_ms > 0
+
+
+def test_messages_that_only_need_acknowledging_share_one_xack(real_shop: Shop) -> None:
+    for i in range(50):
+        real_shop.r.xadd(keys.ORDERS_CREATED, {"junk": str(i)})  # dead-lettered, not acked
+    real_shop.product("item1", stock=100)
+    real_shop.customer("alice", 10**6)
+    for _ in range(30):
+        real_shop.order("alice", ("item1", 1))
+    consumer = Consumer(real_shop.r, "noop", {"order.created": lambda _: Ack("seen")})
+    consumer.ensure_groups()
+    real_shop.r.config_resetstat()
+    assert consumer.handle_new() == 80
+    stats = real_shop.r.info("commandstats")
+    assert stats["cmdstat_xack"]["calls"] == 1 + 50  # one for the 30 acks; one per dead letter
+    assert real_shop.r.xpending(keys.ORDERS_CREATED, "noop")["pending"] == 0
