@@ -26,34 +26,61 @@ class Sample:
     body: bytes
 
 
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 host: str) -> None:
-        self.reader, self.writer, self.host = reader, writer, host.encode()
+class Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection, one request at a time. A Protocol
+    rather than asyncio streams: half the load generator's CPU per request."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host.encode()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer, host)
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(lambda: cls(host), host, port)
+        return connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        head = bytes(self.buffer[:end])
+        length = 0
+        at = head.lower().find(b"content-length:")
+        if at >= 0:
+            length = int(head[at + 15 : head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0
+                              else len(head)])
+        if len(self.buffer) < end + 4 + length:
+            return
+        body = bytes(self.buffer[end + 4 : end + 4 + length])
+        del self.buffer[: end + 4 + length]
+        waiter, self.waiter = self.waiter, None
+        if not waiter.done():
+            waiter.set_result((int(head[9:12]), body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionError("the server closed the connection"))
 
     async def post(self, path: bytes, body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
-        self.writer.write(
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the connection is closed")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(
             b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n%s\r\n%s" % (path, self.host, len(body), headers, body)
         )
-        status_line = await self.reader.readline()
-        if not status_line:
-            raise ConnectionError("the server closed the connection")
-        status = int(status_line.split(b" ", 2)[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
+        return await self.waiter
 
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 Bodies = Callable[[int], tuple[bytes, bytes]]  # index -> (body, extra header lines)
