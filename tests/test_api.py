@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio
 from fastapi.testclient import TestClient
 
-from order_api.main import create_app
+from order_api.main import HotPath, create_app
 from order_api.settings import ApiSettings
 from shopctl.redis_server import free_port
 from streams.connection import connect_async
@@ -244,3 +244,27 @@ def test_the_order_body_and_key_are_described_in_openapi(api: TestClient) -> Non
     assert [p["name"] for p in post["parameters"]] == ["Idempotency-Key"]
     assert post["responses"]["202"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/OrderOut"}
+
+
+def test_the_hot_path_answers_as_the_app_does(afake: redis.asyncio.Redis) -> None:
+    """In production POST /orders is served by HotPath, in front of the app: the
+    same answers, the same errors."""
+    with TestClient(HotPath(create_app(ApiSettings(), client=afake))) as hot:
+        hot.post("/products", json={"id": "item1", "name": "Beans", "price_cents": 2400,
+                                    "stock": 10})
+        hot.post("/customers", json={"id": "alice", "name": "Alice",
+                                     "email": "alice@example.com", "balance_cents": 10_000})
+        placed = hot.post("/orders", json=ORDER, headers={"Idempotency-Key": "hot-1"})
+        assert placed.status_code == 202 and placed.json()["total_cents"] == 4800
+        assert placed.headers["location"] == f"/orders/{placed.json()['id']}"
+        again = hot.post("/orders", json=ORDER, headers={"Idempotency-Key": "hot-1"})
+        assert again.json()["id"] == placed.json()["id"]
+        bad = hot.post("/orders", json={"customer_id": "alice", "lines": []})
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("lines: List should")
+        unknown = hot.post("/orders", json={"customer_id": "zoe", "lines": ORDER["lines"]})
+        assert unknown.status_code == 422 and "customer 'zoe' does not exist" in unknown.text
+        assert hot.get("/orders").json()["total"] == 1  # everything else: the app
+    nowhere = connect_async(f"redis://127.0.0.1:{free_port()}/0")
+    with TestClient(HotPath(create_app(ApiSettings(), client=nowhere))) as hot:
+        down = hot.post("/orders", json=ORDER)
+        assert down.status_code == 503 and down.headers["retry-after"] == "1"
