@@ -141,6 +141,7 @@ class Bench:
         env = {"REDIS_URL": redis_url, "API_PORT": str(port), "LOG_LEVEL": "WARNING"}
         with process([sys.executable, "-m", "shopctl.bench.baseline"], env):
             wait_http(f"http://127.0.0.1:{port}/docs")
+            await self.warm_up(port, "/orders")
             count = self.options.orders
             started = time.perf_counter()
             samples = await loadgen.closed_loop("127.0.0.1", port, "/orders", order_body, count,
@@ -152,8 +153,15 @@ class Bench:
         self.record("baseline", {"orders": count, "accepted_per_s": round(count / elapsed),
                                  "post_ms": percentiles([s.latency_ms for s in samples])})
 
+    async def warm_up(self, port: int, path: str) -> None:
+        """A tenth of the run first, unmeasured: connections, caches, scripts."""
+        await loadgen.closed_loop("127.0.0.1", port, path, order_body,
+                                  max(100, self.options.orders // 10), self.options.concurrency)
+
     async def saturation(self, host: str, port: int, r: redis.asyncio.Redis) -> float:
         count = self.options.orders
+        await self.warm_up(port, "/orders")
+        await self.wait_settled(r)
         await r.config_resetstat()
         finals_before = await self.finals_count(r)
         cpu_before = self.cpu()
@@ -248,6 +256,22 @@ class Bench:
         self.watching = False
         await task
 
+    async def wait_settled(self, r: redis.asyncio.Redis, timeout_s: float = 120) -> None:
+        """Until no group has anything unread or pending (the warm-up settled)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            busy = 0
+            for stream in keys.ALL_STREAMS:
+                try:
+                    groups = await r.xinfo_groups(stream)
+                except redis.ResponseError:
+                    continue
+                busy += sum((g.get("lag") or 0) + g["pending"] for g in groups)
+            if not busy:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("the warm-up orders did not settle")
+
     async def finals_count(self, r: redis.asyncio.Redis) -> int:
         async with r.pipeline(transaction=False) as pipe:
             for status in FINAL_STATUSES:
@@ -320,7 +344,7 @@ class Bench:
         import httpx2
 
         o = self.options
-        demand = o.orders + int((o.rate or 2000) * o.duration_s * 2)
+        demand = 2 * o.orders + int((o.rate or 4000) * o.duration_s)
         stock = demand // PRODUCTS // (2 if o.scarce else 1) + 1
         async with httpx2.AsyncClient(base_url=api_url) as http:
             for i in range(PRODUCTS):
