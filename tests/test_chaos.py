@@ -45,7 +45,7 @@ from tests.running import Running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-ORDERS = int(os.environ.get("CHAOS_ORDERS", "4000"))
+ORDERS = int(os.environ.get("CHAOS_ORDERS", "6000"))
 SEED = int(os.environ.get("CHAOS_SEED", str(time.time_ns() % 1_000_000)))
 SENDERS = 6
 PRODUCTS = {"item1": (2400, 300), "item2": (1200, 200), "item3": (500, 600)}
