@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--payment-workers", type=int, help="payment worker processes (1)")
     up.add_argument("--inventory-workers", type=int, help="inventory worker processes (1)")
     up.add_argument("--projectors", type=int, help="order status projector processes (1)")
-    up.add_argument("--redis-appendfsync", choices=("always", "everysec"),
-                    help="AOF fsync of the embedded Redis (always)")
+    up.add_argument("--redis-appendfsync", choices=("everysec", "always"),
+                    help="AOF fsync of the embedded Redis (everysec; always: survives power loss)")
     up.add_argument("--no-demo", dest="demo_data", action="store_const", const=False,
                     help="do not load the demo catalog and customers")
 

@@ -45,8 +45,8 @@ class LauncherSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, description="Port of the API (API_PORT).")
     data_dir: Path = Field(Path(".data"), description="Where the embedded Redis keeps its AOF.")
-    redis_appendfsync: Literal["always", "everysec"] = Field(
-        "always", description="AOF fsync policy of the embedded Redis (see the README).",
+    redis_appendfsync: Literal["everysec", "always"] = Field(
+        "everysec", description="AOF fsync policy of the embedded Redis (see the README).",
     )
     payment_workers: int = Field(1, ge=1, le=16)
     inventory_workers: int = Field(1, ge=1, le=16)

@@ -67,4 +67,4 @@ def test_the_image_copies_every_package_the_services_run() -> None:
 def test_what_dies_is_started_again(name: str) -> None:
     assert SERVICES[name]["restart"] == "unless-stopped"
     if name == "redis":
-        assert SERVICES[name]["command"][-2:] == ["--appendfsync", "always"]
+        assert SERVICES[name]["command"][-2:] == ["--appendfsync", "everysec"]
