@@ -45,8 +45,8 @@ def table(results: dict[str, Any]) -> str:
             f"{name} {n:g}" for name, n in sat.get("redis_calls_per_order", {}).items()),
         "CPU ms per order at saturation: " + ", ".join(
             f"{name} {ms:g}" for name, ms in sat.get("cpu_ms_per_order", {}).items()),
-        "worst lag + pending per group (saturation): " + ", ".join(
-            f"{g} {n}" for g, n in sorted(sat["max_lag"].items()) if n) or "none",
+        "worst lag + pending per group (saturation): " + (", ".join(
+            f"{g} {n}" for g, n in sorted(sat["max_lag"].items()) if n) or "none"),
     ]
     return "\n".join(lines)
 
