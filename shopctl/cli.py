@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from shopctl.bench import report
-    from shopctl.bench.run import Bench, Options
+    from shopctl.bench.harness import Options
+    from shopctl.bench.run import Bench
 
     options = Options(
         orders=args.orders, concurrency=args.concurrency, rate=args.rate,

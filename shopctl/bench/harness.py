@@ -1,0 +1,81 @@
+"""What the benchmark's phases stand on: its options, the processes it starts,
+the order bodies it sends, and percentiles."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PRODUCTS, CUSTOMERS = 5, 50
+Say = Callable[[str], None]
+
+
+@dataclass
+class Options:
+    orders: int = 5000
+    concurrency: int = 64
+    rate: float | None = None
+    duration_s: float = 15.0
+    api_url: str | None = None  # a running system instead of a throwaway one
+    redis_url: str | None = None
+    out: Path = Path("bench-results")
+    runner_events: int = 20_000
+    scarce: bool = False  # stock for half the demand: refunds on purpose
+    log_level: str = "WARNING"
+    launcher_args: list[str] = field(default_factory=list)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 2)}
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen(args, env=os.environ | (env or {}), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def order_body(index: int) -> tuple[bytes, bytes]:
+    customer = f"bench-c{index % CUSTOMERS}"
+    product = f"bench-p{index % PRODUCTS}"
+    body = b'{"customer_id":"%s","lines":[{"product_id":"%s","quantity":1}]}' % (
+        customer.encode(), product.encode())
+    return body, b""
