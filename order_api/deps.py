@@ -1,4 +1,4 @@
-"""Dependencies the routes declare: the process's one Redis client, its settings."""
+"""Dependencies the routes declare: the process's one Redis client."""
 
 from __future__ import annotations
 
@@ -7,20 +7,11 @@ from typing import Annotated
 import redis.asyncio
 from fastapi import Depends, Request
 
-from order_api.settings import ApiSettings
 
-
-# async, so that FastAPI calls them on the event loop: a plain def would be run
+# async, so that FastAPI calls it on the event loop: a plain def would be run
 # in its thread pool, a thread hop per request for a dictionary lookup.
 async def get_redis(request: Request) -> redis.asyncio.Redis:
     return request.app.state.redis
 
 
 RedisDep = Annotated[redis.asyncio.Redis, Depends(get_redis)]
-
-
-async def get_settings(request: Request) -> ApiSettings:
-    return request.app.state.settings
-
-
-SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
