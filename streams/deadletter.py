@@ -160,7 +160,7 @@ async def list_dead(client: Any, stream: str | None = None, limit: int = 100) ->
             except MalformedEntry:
                 letter = None
             found.append(Stored(name, entry_id, letter, fields))
-    found.sort(key=lambda s: _id_key(s.entry_id), reverse=True)
+    found.sort(key=lambda s: keys.entry_order(s.entry_id), reverse=True)
     return found[:limit]
 
 
@@ -169,7 +169,7 @@ async def replay(client: Any, refs: list[str]) -> dict[str, str]:
     and delete the dead letter. Dead letters of one entry (one per group that
     gave up on it) are replayed once. Returns, per ref, the new entry id or
     why it was not replayed."""
-    parsed = sorted({parse_ref(ref) for ref in refs}, key=lambda p: _id_key(p[1]))
+    parsed = sorted({parse_ref(ref) for ref in refs}, key=lambda p: keys.entry_order(p[1]))
     async with client.pipeline(transaction=False) as pipe:
         for dead_stream, entry_id in parsed:
             pipe.xrange(dead_stream, entry_id, entry_id)
@@ -211,11 +211,6 @@ async def purge(client: Any, refs: list[str]) -> int:
         for dead_stream, entry_id in parsed:
             pipe.xdel(dead_stream, entry_id)
         return sum(await pipe.execute())
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")

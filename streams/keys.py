@@ -61,6 +61,12 @@ STOCK_FIELD = "stock"
 BALANCE_FIELD = "balance_cents"
 
 
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``1763700000000-0``) as something that sorts in stream order."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def dead(stream: str) -> str:
     """The dead-letter stream of ``stream``."""
     return stream + DEAD_SUFFIX

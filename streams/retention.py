@@ -30,8 +30,8 @@ def _next_id(entry_id: str) -> str:
     return f"{ms}-{int(seq) + 1}"
 
 
-def _older(a: str, b: str) -> str:
-    return min(a, b, key=lambda i: tuple(map(int, i.split("-"))))
+def _older(*ids: str) -> str:
+    return min(ids, key=keys.entry_order)
 
 
 def safe_points(client: redis.Redis, streams: Iterable[str]) -> dict[str, str | None]:
@@ -53,10 +53,7 @@ def safe_points(client: redis.Redis, streams: Iterable[str]) -> dict[str, str | 
         if not set(keys.READERS.get(stream, ())) <= set(by_name) or not by_name:
             points[stream] = None
             continue
-        points[stream] = min(
-            (_next_id(g["last-delivered-id"]) for g in by_name.values()),
-            key=lambda i: tuple(map(int, i.split("-"))),
-        )
+        points[stream] = _older(*(_next_id(g["last-delivered-id"]) for g in by_name.values()))
         for name, group in by_name.items():
             if group["pending"]:
                 pipe.xpending(stream, name)
