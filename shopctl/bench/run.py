@@ -51,6 +51,20 @@ from shopctl.redis_server import free_port
 from streams import keys
 
 
+async def backlog(r: redis.asyncio.Redis) -> dict[str, int]:
+    """Each group's messages not yet read plus read and not yet acknowledged,
+    by ``stream/group``."""
+    behind: dict[str, int] = {}
+    for stream in keys.ALL_STREAMS:
+        try:
+            groups = await r.xinfo_groups(stream)
+        except redis.RedisError:  # not created yet, or Redis busy restarting
+            continue
+        for g in groups:
+            behind[f"{stream}/{g['name']}"] = (g.get("lag") or 0) + g["pending"]
+    return behind
+
+
 class Bench:
     def __init__(self, options: Options, say: Say) -> None:
         self.options, self.say = options, say
@@ -177,15 +191,8 @@ class Bench:
 
         async def watch() -> None:
             while self.watching:
-                for stream in keys.ALL_STREAMS:
-                    try:
-                        groups = await r.xinfo_groups(stream)
-                    except redis.RedisError:
-                        continue
-                    for g in groups:
-                        name = f"{stream}/{g['name']}"
-                        behind = (g.get("lag") or 0) + g["pending"]
-                        self.max_lag[name] = max(self.max_lag.get(name, 0), behind)
+                for name, behind in (await backlog(r)).items():
+                    self.max_lag[name] = max(self.max_lag.get(name, 0), behind)
                 await asyncio.sleep(0.25)
 
         return asyncio.create_task(watch())
@@ -198,14 +205,7 @@ class Bench:
         """Until no group has anything unread or pending (the warm-up settled)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            busy = 0
-            for stream in keys.ALL_STREAMS:
-                try:
-                    groups = await r.xinfo_groups(stream)
-                except redis.ResponseError:
-                    continue
-                busy += sum((g.get("lag") or 0) + g["pending"] for g in groups)
-            if not busy:
+            if not sum((await backlog(r)).values()):
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError("the warm-up orders did not settle")
