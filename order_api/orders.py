@@ -21,7 +21,6 @@ import redis.asyncio
 
 from order_api.errors import NotFound, Unprocessable
 from order_api.schemas import (
-    FINAL_STATUSES,
     HistoryEntry,
     LineOut,
     OrderIn,
@@ -38,7 +37,6 @@ STATUSES = ("pending", "paid", "failed", "completed", "rejected", "refunded")
 # final statuses so that a dead letter replayed successfully can still finish
 # its order; a late event never moves an order back.
 RANK = {"pending": 0, "paid": 1, "failed": 2, "completed": 3, "rejected": 3, "refunded": 3}
-FINAL = FINAL_STATUSES
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections import Counter
 
 import redis
 
-from order_api.orders import FINAL
+from order_api.schemas import FINAL_STATUSES
 from streams import keys
 
 
@@ -52,7 +52,7 @@ def check(
         status, paid, took = (
             record["status"], payments[oid].get("status"), reservations[oid].get("status")
         )
-        assert status in FINAL, f"order {oid} is still {status}"
+        assert status in FINAL_STATUSES, f"order {oid} is still {status}"
         statuses[status] += 1
         expected = {
             "completed": paid == "charged" and took == "reserved",

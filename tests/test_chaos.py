@@ -35,7 +35,7 @@ import httpx2
 import pytest
 import redis
 
-from order_api.orders import FINAL
+from order_api.schemas import FINAL_STATUSES
 from shopctl.redis_server import find_cli, free_port
 from streams import keys
 from streams.envelope import Envelope
@@ -147,7 +147,7 @@ def wait_for_quiet(r: redis.Redis, order_ids: list[str], timeout_s: float = 120)
             with r.pipeline(transaction=False) as pipe:
                 for order_id in order_ids:
                     pipe.hget(keys.order(order_id), "status")
-                final = all(s in FINAL for s in pipe.execute())
+                final = all(s in FINAL_STATUSES for s in pipe.execute())
             busy = 0
             for stream in (*keys.ALL_STREAMS, *map(keys.dead, keys.ALL_STREAMS)):
                 last = r.xinfo_stream(stream)["last-generated-id"] if r.exists(stream) else None

@@ -14,7 +14,7 @@ import redis
 import redis.asyncio
 
 from order_api.main import create_app
-from order_api.orders import FINAL
+from order_api.schemas import FINAL_STATUSES
 from order_api.settings import ApiSettings
 from shopctl.redis_server import RedisServer
 from streams import keys
@@ -69,7 +69,7 @@ def test_200_orders_at_once_for_50_in_stock(
         assert [a.status_code for a in answers] == [202] * ORDERS
         ids = [a.json()["id"] for a in answers]
         deadline = time.monotonic() + 60
-        while not all(s in FINAL for s in statuses(real_shop.r, ids)):
+        while not all(s in FINAL_STATUSES for s in statuses(real_shop.r, ids)):
             assert time.monotonic() < deadline, "orders did not settle"
             time.sleep(0.01)
         settled = time.perf_counter() - started

@@ -15,7 +15,7 @@ import httpx2
 import pytest
 import redis
 
-from order_api.orders import FINAL
+from order_api.schemas import FINAL_STATUSES
 from shopctl import demo
 from shopctl.redis_server import free_port
 from tests import invariants
@@ -29,7 +29,7 @@ def poll_until_final(http: httpx2.Client, order_id: str, timeout_s: float = 30) 
     deadline = time.monotonic() + timeout_s
     while True:
         order = http.get(f"/orders/{order_id}").json()
-        if order["status"] in FINAL or time.monotonic() > deadline:
+        if order["status"] in FINAL_STATUSES or time.monotonic() > deadline:
             return order
         time.sleep(0.05)
 
@@ -164,7 +164,7 @@ def test_200_orders_at_once_on_the_running_system(
         client = redis.Redis(port=redis_port, decode_responses=True)
         ids = [a.json()["id"] for a in answers]
         deadline = time.monotonic() + 60
-        while not all(status in FINAL for status in statuses(client, ids)):
+        while not all(status in FINAL_STATUSES for status in statuses(client, ids)):
             assert time.monotonic() < deadline, "orders did not settle"
             time.sleep(0.02)
         settled = time.perf_counter() - started
