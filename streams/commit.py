@@ -74,16 +74,16 @@ class Committer:
                 self.loaded.add(DEAD_LETTER.sha)
                 loads += 1
         acks: dict[str, list[Delivery]] = {}  # plain acknowledgements: one XACK a stream
+        sent: list[list[Delivery]] = []  # who each command answers for, in order
         for delivery in deliveries:
             outcome = delivery.outcome
-            if not isinstance(outcome, Apply | Reject):
-                acks.setdefault(delivery.stream, []).append(delivery)
-            elif isinstance(outcome, Apply):
+            if isinstance(outcome, Apply):
                 pipe.evalsha(
                     outcome.step.sha, 1 + len(outcome.keys), delivery.stream, *outcome.keys,
                     self.group, delivery.entry_id,
                     *(outcome.header.as_args() if outcome.header else ()), *outcome.args,
                 )
+                sent.append([delivery])
             elif isinstance(outcome, Reject):
                 dead = DeadLetter.of(
                     delivery.stream, delivery.entry_id, delivery.fields, self.group,
@@ -93,16 +93,13 @@ class Committer:
                     DEAD_LETTER.sha, 2, delivery.stream, keys.dead(delivery.stream),
                     self.group, delivery.entry_id, *pairs(dead.to_fields()),
                 )
+                sent.append([delivery])
+            else:
+                acks.setdefault(delivery.stream, []).append(delivery)
         for stream, acked in acks.items():
             pipe.xack(stream, self.group, *(d.entry_id for d in acked))
+            sent.append(acked)
         results = pipe.execute(raise_on_error=False)[loads:]
-        # Back in the order of ``deliveries``: each acknowledged message gets its
-        # XACK's answer (its count, or its error).
-        ordered: dict[int, Any] = {}
-        commands = [d for d in deliveries if isinstance(d.outcome, Apply | Reject)]
-        for delivery, result in zip(commands, results[: len(commands)], strict=True):
-            ordered[id(delivery)] = result
-        for acked, result in zip(acks.values(), results[len(commands):], strict=True):
-            for delivery in acked:
-                ordered[id(delivery)] = result
-        return [ordered[id(d)] for d in deliveries]
+        answer = {id(d): result for group, result in zip(sent, results, strict=True)
+                  for d in group}
+        return [answer[id(d)] for d in deliveries]
