@@ -100,6 +100,6 @@ class Committer:
             pipe.xack(stream, self.group, *(d.entry_id for d in acked))
             sent.append(acked)
         results = pipe.execute(raise_on_error=False)[loads:]
-        answer = {id(d): result for group, result in zip(sent, results, strict=True)
-                  for d in group}
+        answer = {id(d): result for owners, result in zip(sent, results, strict=True)
+                  for d in owners}
         return [answer[id(d)] for d in deliveries]
