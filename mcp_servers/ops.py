@@ -13,8 +13,8 @@ from typing import Annotated
 from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, Field
 
+from mcp_servers import serve
 from mcp_servers.api import ShopApi
-from mcp_servers.serve import arguments, serve, settings_from
 from mcp_servers.settings import LogLevel
 from order_api.schemas import (
     DeadLetterOut,
@@ -156,10 +156,7 @@ def create_server(api: ShopApi, log_level: LogLevel = "WARNING") -> MCPServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments("ops", DEFAULT_PORT, argv)
-    settings = settings_from(args)
-    server = create_server(ShopApi(settings.shop_api_url), settings.log_level)
-    return serve(server, settings, args)
+    return serve.main("ops", DEFAULT_PORT, create_server, argv)
 
 
 if __name__ == "__main__":

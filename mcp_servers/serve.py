@@ -8,12 +8,24 @@ from __future__ import annotations
 import argparse
 import hmac
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 
-from mcp_servers.settings import McpSettings
+from mcp_servers.api import ShopApi
+from mcp_servers.settings import LogLevel, McpSettings
+
+
+def main(name: str, default_port: int,
+         create_server: Callable[[ShopApi, LogLevel], MCPServer],
+         argv: list[str] | None) -> int:
+    """A server's command line: read the options and settings, build it, run it."""
+    args = arguments(name, default_port, argv)
+    settings = settings_from(args)
+    return serve(create_server(ShopApi(settings.shop_api_url), settings.log_level), settings,
+                 args)
 
 
 def arguments(name: str, default_port: int, argv: list[str] | None) -> argparse.Namespace:

@@ -17,8 +17,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from pydantic import BaseModel, Field
 
+from mcp_servers import serve
 from mcp_servers.api import ApiError, ShopApi
-from mcp_servers.serve import arguments, serve, settings_from
 from mcp_servers.settings import LogLevel
 from order_api.schemas import (
     FINAL_STATUSES,
@@ -154,10 +154,7 @@ You are buying for customer {customer_id!r}, who wants: {wish}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments("shop", DEFAULT_PORT, argv)
-    settings = settings_from(args)
-    server = create_server(ShopApi(settings.shop_api_url), settings.log_level)
-    return serve(server, settings, args)
+    return serve.main("shop", DEFAULT_PORT, create_server, argv)
 
 
 if __name__ == "__main__":
