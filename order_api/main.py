@@ -24,6 +24,7 @@ from order_api.routes import customers, health, ops, orders, products
 from order_api.schemas import OrderIn
 from order_api.settings import ApiSettings
 from streams import logs
+from streams.autopipeline import AutoPipeline
 from streams.connection import connect_async
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
         # Everything built so far (the app, its routes and schemas, the libraries)
         # lives as long as the process: keep the cyclic garbage collector from
         # walking it again and again as requests allocate.
+        app.state.intake = AutoPipeline(app.state.redis)
         gc.freeze()
         yield
         await app.state.redis.aclose()
@@ -66,6 +68,7 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
     app.state.settings = settings
     if client is not None:
         app.state.redis = client
+        app.state.intake = AutoPipeline(client)
     return app
 
 

@@ -29,6 +29,7 @@ from order_api.schemas import (
     OrderSummary,
 )
 from streams import keys
+from streams.autopipeline import AutoPipeline
 from streams.envelope import Header
 from streams.scripts import Script, evaluate
 
@@ -112,11 +113,15 @@ async def place(
     body: OrderIn,
     idempotency_key: str | None = None,
     idempotency_ttl_s: int = IDEMPOTENCY_TTL_S,
+    *,
+    batched: AutoPipeline | None = None,
 ) -> tuple[OrderOut, bool]:
     """Price the order from the catalog and write it pending together with its
     ``order.created`` event, in one script (one round trip). With an
     ``idempotency_key``, a request repeated within the TTL (even concurrently)
-    gets the order the first one placed: returns (order, True) then."""
+    gets the order the first one placed: returns (order, True) then. With
+    ``batched`` (the API's), the script goes to Redis in one pipeline with
+    those of the other requests of the moment."""
     product_ids = list(dict.fromkeys(line.product_id for line in body.lines))
     number = {product_id: i for i, product_id in enumerate(product_ids, 1)}
     order_id = new_order_id()
@@ -136,7 +141,7 @@ async def place(
         script_keys.append(keys.idempotency(idempotency_key))
         digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     script_keys += [keys.product(p) for p in product_ids]
-    answer = await evaluate(r, CREATE, script_keys, [
+    answer = await evaluate(batched or r, CREATE, script_keys, [
         order_id, created_ms, digest, idempotency_ttl_s, body.customer_id,
         header.event_id, header.occurred_at, header.v, len(product_ids), *product_ids,
         *(part for line in body.lines for part in (number[line.product_id], line.quantity)),

@@ -41,7 +41,8 @@ async def place_order(request: Request) -> Response:
                             "characters (no spaces)")
     app = request.app
     order, replayed = await orders.place(app.state.redis, body, key,
-                                         app.state.settings.idempotency_ttl_s)
+                                         app.state.settings.idempotency_ttl_s,
+                                         batched=app.state.intake)
     headers = {"Location": f"/orders/{order.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"

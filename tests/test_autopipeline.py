@@ -1,0 +1,88 @@
+"""The API's auto pipeline: concurrent commands go to Redis together, and each
+caller still gets its own answer or its own error. Against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+import redis.asyncio
+
+from shopctl.redis_server import RedisServer, free_port
+from streams.autopipeline import AutoPipeline
+from streams.connection import connect_async
+
+pytestmark = pytest.mark.integration
+
+
+def test_commands_of_one_turn_share_one_pipeline_and_keep_their_own_answers(
+    real: redis.Redis, redis_server: RedisServer,
+) -> None:
+    real.set("text", "hello")
+
+    async def run() -> list[object]:
+        client = connect_async(redis_server.url)
+        batched = AutoPipeline(client)
+        try:
+            calls = [batched.execute_command("INCR", f"n{i % 3}") for i in range(30)]
+            calls.append(batched.execute_command("INCR", "text"))  # not a number
+            calls.append(batched.eval("return ARGV[1]", 0, "script"))
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await client.aclose()
+
+    real.config_resetstat()
+    answers = asyncio.run(run())
+    assert answers[:30] == [i // 3 + 1 for i in range(30)]
+    assert isinstance(answers[30], redis.ResponseError)
+    assert "not an integer" in str(answers[30])
+    assert answers[31] == "script"
+    clients = real.info("stats")["total_connections_received"]
+    assert clients <= 2  # this test's own client, and one connection for all 32 commands
+
+
+def test_a_batch_is_cut_at_max_batch() -> None:
+    sent: list[int] = []
+
+    class Recorder:
+        def pipeline(self, transaction: bool) -> Pipe:
+            return Pipe()
+
+    class Pipe:
+        def __init__(self) -> None:
+            self.commands: list[tuple[object, ...]] = []
+
+        async def __aenter__(self) -> Pipe:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        def execute_command(self, *args: object) -> None:
+            self.commands.append(args)
+
+        async def execute(self, raise_on_error: bool) -> list[object]:
+            sent.append(len(self.commands))
+            return [args[1] for args in self.commands]
+
+    async def run() -> list[object]:
+        batched = AutoPipeline(Recorder(), max_batch=4)  # type: ignore[arg-type]
+        return await asyncio.gather(*(batched.execute_command("ECHO", i) for i in range(10)))
+
+    assert asyncio.run(run()) == list(range(10))
+    assert sent == [4, 4, 2]
+
+
+def test_when_redis_is_unreachable_every_caller_gets_the_error() -> None:
+    async def run() -> list[object]:
+        client = connect_async(f"redis://127.0.0.1:{free_port()}/0")
+        batched = AutoPipeline(client)
+        try:
+            return await asyncio.gather(
+                *(batched.execute_command("PING") for _ in range(5)), return_exceptions=True)
+        finally:
+            await client.aclose()
+
+    answers = asyncio.run(run())
+    assert all(isinstance(a, redis.ConnectionError) for a in answers), answers
