@@ -1,9 +1,8 @@
 """Applying a batch's outcomes to Redis, in one pipeline.
 
-Consecutive messages whose outcome is the same Lua step share one call of it
-(which acknowledges each message with its own change); a message to
-dead-letter gets its own script; messages that only need acknowledging share
-one XACK per stream. Scripts are loaded in the same
+Each message's outcome becomes one command: its Lua step (which acknowledges
+the message itself) or its dead-lettering script; messages that only need
+acknowledging share one XACK per stream. Scripts are loaded in the same
 pipeline the first time they are used and again if the server lost them
 (NOSCRIPT, after a restart). A step that answers ``dead_letter`` is
 dead-lettered in a second pipeline.
@@ -75,17 +74,17 @@ class Committer:
                 self.loaded.add(DEAD_LETTER.sha)
                 loads += 1
         acks: dict[str, list[Delivery]] = {}  # plain acknowledgements: one XACK a stream
-        # Who each command answers for, in order; a step's call answers with a list,
-        # one result per message.
-        sent: list[tuple[list[Delivery], bool]] = []
-        for run in _runs(deliveries):
-            step = run[0].outcome.step  # type: ignore[union-attr]
-            pipe.evalsha(step.sha, *step.call_args(
-                self.group, [(d.stream, d.entry_id, d.outcome) for d in run]))
-            sent.append((run, True))
+        sent: list[list[Delivery]] = []  # who each command answers for, in order
         for delivery in deliveries:
             outcome = delivery.outcome
-            if isinstance(outcome, Reject):
+            if isinstance(outcome, Apply):
+                pipe.evalsha(
+                    outcome.step.sha, 1 + len(outcome.keys), delivery.stream, *outcome.keys,
+                    self.group, delivery.entry_id,
+                    *(outcome.header.as_args() if outcome.header else ()), *outcome.args,
+                )
+                sent.append([delivery])
+            elif isinstance(outcome, Reject):
                 dead = DeadLetter.of(
                     delivery.stream, delivery.entry_id, delivery.fields, self.group,
                     outcome.reason, delivery.deliveries,
@@ -94,38 +93,13 @@ class Committer:
                     DEAD_LETTER.sha, 2, delivery.stream, keys.dead(delivery.stream),
                     self.group, delivery.entry_id, *pairs(dead.to_fields()),
                 )
-                sent.append(([delivery], False))
-            elif not isinstance(outcome, Apply):
+                sent.append([delivery])
+            else:
                 acks.setdefault(delivery.stream, []).append(delivery)
         for stream, acked in acks.items():
             pipe.xack(stream, self.group, *(d.entry_id for d in acked))
-            sent.append((acked, False))
+            sent.append(acked)
         results = pipe.execute(raise_on_error=False)[loads:]
-        answer: dict[int, Any] = {}
-        for (owners, one_each), result in zip(sent, results, strict=True):
-            if one_each and not (isinstance(result, list) and len(result) == len(owners)):
-                one_each = False  # the call as a whole failed (NOSCRIPT, a dropped connection)
-            for i, delivery in enumerate(owners):
-                answer[id(delivery)] = result[i] if one_each else result
+        answer = {id(d): result for owners, result in zip(sent, results, strict=True)
+                  for d in owners}
         return [answer[id(d)] for d in deliveries]
-
-
-# A step's call carries at most this many messages, so that one script never
-# holds Redis for long.
-MAX_RUN = 100
-
-
-def _runs(deliveries: list[Delivery]) -> list[list[Delivery]]:
-    """The deliveries whose outcome is a step, in runs of consecutive messages
-    with the same step: one call each, in the order they were read."""
-    runs: list[list[Delivery]] = []
-    for delivery in deliveries:
-        outcome = delivery.outcome
-        if not isinstance(outcome, Apply):
-            continue
-        last = runs[-1] if runs else None
-        if last and last[0].outcome.step is outcome.step and len(last) < MAX_RUN:  # type: ignore[union-attr]
-            last.append(delivery)
-        else:
-            runs.append([delivery])
-    return runs

@@ -9,14 +9,11 @@ from collections.abc import Generator
 import pytest
 import redis
 
-from payment_worker.handlers import CHARGE, REFUND
 from streams import keys
-from streams.commit import MAX_RUN, _runs
 from streams.consumer import Consumer
 from streams.delivery import Delivery
-from streams.envelope import Envelope, Header
-from streams.outcomes import Ack, Apply, Reject
-from streams.scripts import Step
+from streams.envelope import Envelope
+from streams.outcomes import Ack
 from tests.shop import GROUPS, Shop
 
 pytestmark = pytest.mark.integration
@@ -150,56 +147,10 @@ def test_a_batch_is_read_in_one_round_trip_and_applied_in_one_pipeline(real_shop
     assert consumer.handle_new() == 100
     stats = real_shop.r.info("commandstats")
     assert stats["cmdstat_xreadgroup"]["calls"] == 1
-    # One call of the charge step for the whole batch: 100 charges, each with its
-    # payment.completed and its acknowledgement, inside it.
-    assert stats["cmdstat_evalsha"]["calls"] == 1
-    assert stats["cmdstat_hincrby"]["calls"] == 100
-    assert stats["cmdstat_xadd"]["calls"] == 100
+    assert stats["cmdstat_evalsha"]["calls"] == 100
+    # 100 charges and 100 acknowledgements, all inside the scripts
     assert stats["cmdstat_xack"]["calls"] == 100
     assert real_shop.r.xpending(keys.ORDERS_CREATED, keys.PAYMENT_GROUP)["pending"] == 0
-    assert real_shop.balance("alice") == 10**9 - 100 * 1000
-
-
-def test_a_step_that_fails_for_one_message_of_a_call_leaves_only_that_one_pending(
-    real_shop: Shop,
-) -> None:
-    real_shop.product("item1", stock=10)
-    for customer in ("alice", "bob", "carol"):
-        real_shop.customer(customer, 10_000)
-    orders = [real_shop.order(c, ("item1", 1)) for c in ("alice", "bob", "carol")]
-    real_shop.r.hset(keys.customer("bob"), keys.BALANCE_FIELD, "broken")  # a Lua error
-    consumer = Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP])
-    consumer.ensure_groups()
-    real_shop.r.config_resetstat()
-    assert consumer.handle_new() == 3
-    assert real_shop.r.info("commandstats")["cmdstat_evalsha"]["calls"] == 1  # one call
-    assert (real_shop.balance("alice"), real_shop.balance("carol")) == (9_000, 9_000)
-    pending = real_shop.r.xpending_range(keys.ORDERS_CREATED, keys.PAYMENT_GROUP, "-", "+", 10)
-    bob = next(e for e in real_shop.r.xrange(keys.ORDERS_CREATED) if e[1]["order_id"] == orders[1])
-    assert [p["message_id"] for p in pending] == [bob[0]]
-    charged = [e["order_id"] for e in real_shop.events(keys.PAYMENTS_COMPLETED)]
-    assert charged == [orders[0], orders[2]]
-    error = real_shop.r.get(keys.delivery_error(keys.PAYMENT_GROUP, keys.ORDERS_CREATED, bob[0]))
-    assert error and "compare" in error  # the Lua error, for whoever gives up on it
-
-
-def test_a_long_batch_is_split_into_calls_of_at_most_max_run_messages() -> None:
-    def delivery(outcome: object) -> Delivery:
-        d = Delivery(keys.ORDERS_CREATED, "1-0", {}, keys.PAYMENT_GROUP)
-        d.outcome = outcome  # type: ignore[assignment]
-        return d
-
-    def _apply(step: Step) -> Apply:
-        return Apply(step, keys=["k"], args=["a"], header=Header.new("ord_1"))
-
-    steps = [CHARGE] * (MAX_RUN + 5) + [REFUND] * 2 + [CHARGE]
-    batch = [delivery(_apply(step)) for step in steps]
-    batch.insert(3, delivery(Ack("nothing")))
-    batch.insert(7, delivery(Reject("bad")))
-    runs = _runs(batch)
-    assert [(run[0].outcome.step.name, len(run)) for run in runs] == [  # type: ignore[union-attr]
-        ("charge", MAX_RUN), ("charge", 5), ("refund", 2), ("charge", 1)]
-    assert [d for run in runs for d in run] == [d for d in batch if isinstance(d.outcome, Apply)]
 
 
 def test_stop_finishes_the_loop_and_returns(real: redis.Redis) -> None:
