@@ -4,9 +4,13 @@ The API places each order with one EVALSHA. Under load, many requests wait
 on Redis at the same moment; sending each on its own costs a connection from
 the pool, a write and a read in this process and in Redis, for every order.
 ``AutoPipeline`` queues the commands issued during one turn of the event
-loop and sends them as one pipeline at the start of the next: each caller
-still gets its own answer or its own error, and none waits longer than that
-turn for the others.
+loop and sends them together at the start of the next, on one connection
+of the client's pool: each caller still gets its own answer or its own
+error, and none waits longer than that turn for the others.
+
+It packs the commands with hiredis and reads the answers off the connection
+itself: redis-py's own pipeline spent more of the API's CPU than the rest of
+placing an order (measured: 0.119 -> X ms of API CPU per order).
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import hiredis
 import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
+
+Queued = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 
 
 class AutoPipeline:
     def __init__(self, client: redis.asyncio.Redis, max_batch: int = 256) -> None:
         self.client = client
         self.max_batch = max_batch
-        self._queued: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._queued: list[Queued] = []
         self._sending: set[asyncio.Task[None]] = set()  # keeps the tasks alive
 
     async def execute_command(self, *args: Any) -> Any:
@@ -47,13 +55,20 @@ class AutoPipeline:
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[Queued]) -> None:
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for args, _ in batch:
-                    pipe.execute_command(*args)
-                results = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # the connection failed: every caller hears of it
+            pool = self.client.connection_pool
+            connection = await pool.get_connection()
+            try:
+                # As redis-py's pipeline does: on a dropped connection, reconnect
+                # and send again, as often as the client's retry policy says.
+                results = await connection.retry.call_with_retry(
+                    lambda: self._round_trip(connection, batch),
+                    lambda _error: connection.disconnect(),
+                )
+            finally:
+                await pool.release(connection)
+        except BaseException as exc:  # no answers: every caller hears of it
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
@@ -67,3 +82,14 @@ class AutoPipeline:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    @staticmethod
+    async def _round_trip(connection: AbstractConnection, batch: list[Queued]) -> list[Any]:
+        await connection.send_packed_command([hiredis.pack_command(args) for args, _ in batch])
+        results: list[Any] = []
+        for _ in batch:
+            try:
+                results.append(await connection.read_response())
+            except redis.ResponseError as exc:  # this command's error, not the connection's
+                results.append(exc)
+        return results

@@ -4,13 +4,15 @@ caller still gets its own answer or its own error. Against a real server."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
 
 from shopctl.redis_server import RedisServer, free_port
-from streams.autopipeline import AutoPipeline
+from streams.autopipeline import AutoPipeline, Queued
 from streams.connection import connect_async
 
 pytestmark = pytest.mark.integration
@@ -42,36 +44,25 @@ def test_commands_of_one_turn_share_one_pipeline_and_keep_their_own_answers(
     assert clients <= 2  # this test's own client, and one connection for all 32 commands
 
 
-def test_a_batch_is_cut_at_max_batch() -> None:
-    sent: list[int] = []
+def test_a_batch_is_cut_at_max_batch(redis_server: RedisServer) -> None:
+    sizes: list[int] = []
 
-    class Recorder:
-        def pipeline(self, transaction: bool) -> Pipe:
-            return Pipe()
-
-    class Pipe:
-        def __init__(self) -> None:
-            self.commands: list[tuple[object, ...]] = []
-
-        async def __aenter__(self) -> Pipe:
-            return self
-
-        async def __aexit__(self, *exc: object) -> None:
-            return None
-
-        def execute_command(self, *args: object) -> None:
-            self.commands.append(args)
-
-        async def execute(self, raise_on_error: bool) -> list[object]:
-            sent.append(len(self.commands))
-            return [args[1] for args in self.commands]
+    class Recording(AutoPipeline):
+        @staticmethod
+        async def _round_trip(connection: AbstractConnection, batch: list[Queued]) -> list[Any]:
+            sizes.append(len(batch))
+            return await AutoPipeline._round_trip(connection, batch)
 
     async def run() -> list[object]:
-        batched = AutoPipeline(Recorder(), max_batch=4)  # type: ignore[arg-type]
-        return await asyncio.gather(*(batched.execute_command("ECHO", i) for i in range(10)))
+        client = connect_async(redis_server.url)
+        try:
+            batched = Recording(client, max_batch=4)
+            return await asyncio.gather(*(batched.execute_command("ECHO", i) for i in range(10)))
+        finally:
+            await client.aclose()
 
-    assert asyncio.run(run()) == list(range(10))
-    assert sent == [4, 4, 2]
+    assert asyncio.run(run()) == [str(i) for i in range(10)]
+    assert sizes == [4, 4, 2]
 
 
 def test_when_redis_is_unreachable_every_caller_gets_the_error() -> None:
