@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +12,7 @@ import redis.asyncio
 from fastapi.testclient import TestClient
 
 from order_api.main import HotPath, create_app
+from order_api.orders import new_order_id
 from order_api.settings import ApiSettings
 from shopctl.redis_server import free_port
 from streams.connection import connect_async
@@ -268,3 +271,20 @@ def test_the_hot_path_answers_as_the_app_does(afake: redis.asyncio.Redis) -> Non
     with TestClient(HotPath(create_app(ApiSettings(), client=nowhere))) as hot:
         down = hot.post("/orders", json=ORDER)
         assert down.status_code == 503 and down.headers["retry-after"] == "1"
+
+
+def test_order_ids_are_unguessable_and_a_forked_process_never_repeats_its_parents() -> None:
+    ids = [new_order_id() for _ in range(2000)]  # several 4 KiB blocks of secure bits
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"ord_[0-9a-f]{16}", i) for i in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next ids, to the parent
+        os.write(write, " ".join(new_order_id() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    with os.fdopen(read) as pipe:
+        from_child = pipe.read().split()
+    assert status == 0 and len(from_child) == 10
+    assert not set(from_child) & {new_order_id() for _ in range(10)}
