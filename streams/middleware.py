@@ -30,6 +30,10 @@ def log_outcome(delivery: Delivery) -> Generator[None, Delivery, None]:
     """One readable line per message handled, naming the order and what happened."""
     yield
     outcome, group, order = delivery.outcome, delivery.group, delivery.order_id
+    if delivery.error is None and not isinstance(outcome, Reject) and not log.isEnabledFor(
+        logging.INFO
+    ):
+        return  # an INFO line nobody reads: don't build it
     extra = {
         "group": group,
         "order_id": order,

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from order_api.models import Customer, Product
 from streams import keys
 from streams.deadletter import DeadLetter
-from streams.envelope import Envelope, MalformedEntry
+from streams.envelope import Envelope, MalformedEntry, utc_now
 from streams.events import EVENTS, OrderCreated, OrderLine
 
 pytestmark = pytest.mark.unit
@@ -73,3 +74,17 @@ def test_a_dead_letter_round_trips_and_keeps_the_original_fields() -> None:
     assert DeadLetter.parse(fields) == dead
     with pytest.raises(MalformedEntry):
         DeadLetter.parse({"type": "order.created"})
+
+
+@pytest.mark.parametrize(("ns", "text"), [
+    (1_763_710_594_038_999_999, "2025-11-21T07:36:34.038Z"),
+    (1_763_710_594_039_000_000, "2025-11-21T07:36:34.039Z"),  # the next millisecond
+    (1_763_710_594_999_500_000, "2025-11-21T07:36:34.999Z"),  # never rounded up
+    (1_763_710_595_000_000_000, "2025-11-21T07:36:35.000Z"),
+    (1_763_710_595_000_000_001, "2025-11-21T07:36:35.000Z"),  # made once, given again
+])
+def test_utc_now_is_milliseconds_in_utc_with_a_z(
+    monkeypatch: pytest.MonkeyPatch, ns: int, text: str,
+) -> None:
+    monkeypatch.setattr(time, "time_ns", lambda: ns)
+    assert utc_now() == text
