@@ -9,8 +9,8 @@ of the client's pool: each caller still gets its own answer or its own
 error, and none waits longer than that turn for the others.
 
 It packs the commands with hiredis and reads the answers off the connection
-itself: redis-py's own pipeline spent more of the API's CPU than the rest of
-placing an order (measured: 0.119 -> X ms of API CPU per order).
+itself, past redis-py's pipeline machinery, which took a quarter of the
+API's CPU (measured: 0.12 -> 0.09 ms of API CPU per order).
 """
 
 from __future__ import annotations
