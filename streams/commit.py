@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from streams import keys
+from streams.connection import execute_all
 from streams.deadletter import DeadLetter
 from streams.delivery import Delivery, reject
 from streams.outcomes import Apply, Reject
@@ -61,45 +62,43 @@ class Committer:
             delivery.error = RuntimeError("the step could not be committed; will retry")
 
     def _execute(self, deliveries: list[Delivery]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        loads = 0
+        commands: list[tuple[Any, ...]] = []
         for delivery in deliveries:
             outcome = delivery.outcome
             if isinstance(outcome, Apply) and outcome.step.sha not in self.loaded:
-                pipe.script_load(outcome.step.source)
+                commands.append(("SCRIPT", "LOAD", outcome.step.source))
                 self.loaded.add(outcome.step.sha)
-                loads += 1
             elif isinstance(outcome, Reject) and DEAD_LETTER.sha not in self.loaded:
-                pipe.script_load(DEAD_LETTER.source)
+                commands.append(("SCRIPT", "LOAD", DEAD_LETTER.source))
                 self.loaded.add(DEAD_LETTER.sha)
-                loads += 1
+        loads = len(commands)
         acks: dict[str, list[Delivery]] = {}  # plain acknowledgements: one XACK a stream
         sent: list[list[Delivery]] = []  # who each command answers for, in order
         for delivery in deliveries:
             outcome = delivery.outcome
             if isinstance(outcome, Apply):
-                pipe.evalsha(
-                    outcome.step.sha, 1 + len(outcome.keys), delivery.stream, *outcome.keys,
-                    self.group, delivery.entry_id,
+                commands.append((
+                    "EVALSHA", outcome.step.sha, 1 + len(outcome.keys), delivery.stream,
+                    *outcome.keys, self.group, delivery.entry_id,
                     *(outcome.header.as_args() if outcome.header else ()), *outcome.args,
-                )
+                ))
                 sent.append([delivery])
             elif isinstance(outcome, Reject):
                 dead = DeadLetter.of(
                     delivery.stream, delivery.entry_id, delivery.fields, self.group,
                     outcome.reason, delivery.deliveries,
                 )
-                pipe.evalsha(
-                    DEAD_LETTER.sha, 2, delivery.stream, keys.dead(delivery.stream),
+                commands.append((
+                    "EVALSHA", DEAD_LETTER.sha, 2, delivery.stream, keys.dead(delivery.stream),
                     self.group, delivery.entry_id, *pairs(dead.to_fields()),
-                )
+                ))
                 sent.append([delivery])
             else:
                 acks.setdefault(delivery.stream, []).append(delivery)
         for stream, acked in acks.items():
-            pipe.xack(stream, self.group, *(d.entry_id for d in acked))
+            commands.append(("XACK", stream, self.group, *(d.entry_id for d in acked)))
             sent.append(acked)
-        results = pipe.execute(raise_on_error=False)[loads:]
+        results = execute_all(self.client, commands)[loads:]
         answer = {id(d): result for owners, result in zip(sent, results, strict=True)
                   for d in owners}
         return [answer[id(d)] for d in deliveries]
