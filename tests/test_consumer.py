@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Generator
 
 import pytest
 import redis
 
+from shopctl.redis_server import RedisServer
 from streams import keys
+from streams.connection import execute_all
 from streams.consumer import Consumer
 from streams.delivery import Delivery
 from streams.envelope import Envelope
@@ -216,3 +219,25 @@ def test_messages_that_only_need_acknowledging_share_one_xack(real_shop: Shop) -
     stats = real_shop.r.info("commandstats")
     assert stats["cmdstat_xack"]["calls"] == 1 + 50  # one for the 30 acks; one per dead letter
     assert real_shop.r.xpending(keys.ORDERS_CREATED, "noop")["pending"] == 0
+
+
+def test_execute_all_answers_each_command_in_its_place(real: redis.Redis) -> None:
+    real.set("text", "hello")
+    answers = execute_all(real, [("INCR", "n"), ("INCR", "text"), ("ECHO", "after")])
+    assert answers[0] == 1 and answers[2] == "after"
+    assert isinstance(answers[1], redis.ResponseError)
+
+
+def test_execute_all_drops_a_connection_that_failed_mid_answer(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=0.2,
+                                  max_connections=1)
+    try:
+        with pytest.raises(redis.TimeoutError):
+            execute_all(client, [("BLPOP", "nothing", 1)])
+        # Had the connection been kept, BLPOP's late answer would be read here.
+        time.sleep(1.1)
+        assert execute_all(client, [("ECHO", "next")]) == ["next"]
+    finally:
+        client.close()
