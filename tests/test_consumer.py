@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Generator
+from typing import Any
 
 import pytest
 import redis
@@ -229,15 +229,26 @@ def test_execute_all_answers_each_command_in_its_place(real: redis.Redis) -> Non
 
 
 def test_execute_all_drops_a_connection_that_failed_mid_answer(
-    redis_server: RedisServer,
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=0.2,
-                                  max_connections=1)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True, max_connections=1)
+    read = redis.connection.Connection.read_response
+    calls = 0
+
+    def fails_on_the_second_answer(self: redis.connection.Connection, *a: Any, **k: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt  # anything, between two answers
+        return read(self, *a, **k)
+
     try:
-        with pytest.raises(redis.TimeoutError):
-            execute_all(client, [("BLPOP", "nothing", 1)])
-        # Had the connection been kept, BLPOP's late answer would be read here.
-        time.sleep(1.1)
+        assert execute_all(client, [("PING",)]) == ["PONG"]  # connected before the failure
+        with monkeypatch.context() as patch:
+            patch.setattr(redis.connection.Connection, "read_response", fails_on_the_second_answer)
+            with pytest.raises(KeyboardInterrupt):
+                execute_all(client, [("ECHO", "one"), ("ECHO", "two"), ("ECHO", "three")])
+        # Had the connection been kept, "two" would be read here.
         assert execute_all(client, [("ECHO", "next")]) == ["next"]
     finally:
         client.close()
