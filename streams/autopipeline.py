@@ -66,6 +66,9 @@ class AutoPipeline:
                     lambda: self._round_trip(connection, batch),
                     lambda _error: connection.disconnect(),
                 )
+            except BaseException:  # answers may be left unread on it: drop it
+                await connection.disconnect()
+                raise
             finally:
                 await pool.release(connection)
         except BaseException as exc:  # no answers: every caller hears of it

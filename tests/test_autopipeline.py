@@ -77,3 +77,35 @@ def test_when_redis_is_unreachable_every_caller_gets_the_error() -> None:
 
     answers = asyncio.run(run())
     assert all(isinstance(a, redis.ConnectionError) for a in answers), answers
+
+
+def test_a_connection_that_failed_mid_answer_is_dropped(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read = AbstractConnection.read_response
+    calls = 0
+
+    async def fails_on_the_second_answer(self: AbstractConnection, *a: Any, **k: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("between two answers")
+        return await read(self, *a, **k)
+
+    async def run() -> list[object]:
+        client = connect_async(redis_server.url, max_connections=1)
+        batched = AutoPipeline(client)
+        try:
+            assert await batched.execute_command("PING") == "PONG"  # connected first
+            with monkeypatch.context() as patch:
+                patch.setattr(AbstractConnection, "read_response", fails_on_the_second_answer)
+                failed = await asyncio.gather(
+                    *(batched.execute_command("ECHO", word) for word in ("one", "two", "three")),
+                    return_exceptions=True)
+            assert all(isinstance(f, RuntimeError) for f in failed), failed
+            # Had the connection been kept, "two" would be read here.
+            return [await batched.execute_command("ECHO", "next")]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == ["next"]
