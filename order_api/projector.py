@@ -17,7 +17,7 @@ from order_api.orders import RANK, STATUSES
 from streams import keys
 from streams.consumer import Handler
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
-from streams.envelope import Envelope, utc_now
+from streams.envelope import Envelope, utc_stamp
 from streams.events import (
     EVENTS,
     InventoryRejected,
@@ -29,18 +29,19 @@ from streams.scripts import Step
 from streams.settings import WorkerSettings
 from streams.worker import serve
 
-_LUA_TABLE = ", ".join(f"{status} = {RANK[status]}" for status in STATUSES)
-_LUA_NAMES = ", ".join(f"'{status}'" for status in STATUSES)
+# Lua table literals, built once into the script: each status's rank, and its
+# index's key (K[3] for the first of STATUSES, and so on).
+_LUA_RANKS = ", ".join(f"{status} = {RANK[status]}" for status in STATUSES)
+_LUA_INDEXES = ", ".join(f"{status} = K[{i}]" for i, status in enumerate(STATUSES, 3))
+_INDEX_KEYS = tuple(keys.orders_by_status(status) for status in STATUSES)
 
 PROJECT = Step(
     "project",
     f"""
 -- K: order, history, then the index of each status (in the order of STATUSES)
--- A: event id, event type, occurred at, new status, reason, now, order id
-local RANK = {{{_LUA_TABLE}}}
-local NAMES = {{{_LUA_NAMES}}}
-local INDEX = {{}}
-for i, name in ipairs(NAMES) do INDEX[name] = K[2 + i] end
+-- A: event id, event type, occurred at, new status, reason, now, order id, now in ms
+local RANK = {{{_LUA_RANKS}}}
+local INDEX = {{{_LUA_INDEXES}}}
 local order = redis.call('HMGET', K[1], 'status', 'created_ms')
 local current, created_ms, new = order[1], order[2], A[4]
 if not current then
@@ -52,11 +53,9 @@ if redis.call('HSETNX', K[2], A[1], entry) == 0 then
   return {{'duplicate', current}}
 end
 if RANK[new] > RANK[current] then
-  -- updated_ms: the server's clock when the status moved (what the benchmark reads)
-  local t = redis.call('TIME')
-  local now_ms = string.format('%d%03d', t[1], math.floor(tonumber(t[2]) / 1000))
+  -- updated_ms: when the status moved, in ms (what the benchmark reads)
   redis.call('HSET', K[1], 'status', new, 'reason', A[5], 'updated_at', A[6],
-             'updated_ms', now_ms)
+             'updated_ms', A[8])
   redis.call('ZREM', INDEX[current], A[7])
   redis.call('ZADD', INDEX[new], created_ms, A[7])
   return {{'moved', current, new}}
@@ -98,14 +97,11 @@ def target(event: Envelope) -> tuple[str, str]:
 
 def _apply(order_id: str, event_id: str, event_type: str, at: str, status: str,
            reason: str) -> Apply:
+    now_ms, now = utc_stamp()
     return Apply(
         PROJECT,
-        keys=[
-            keys.order(order_id),
-            keys.order_history(order_id),
-            *(keys.orders_by_status(s) for s in STATUSES),
-        ],
-        args=[event_id, event_type, at, status, reason, utc_now(), order_id],
+        keys=[keys.order(order_id), keys.order_history(order_id), *_INDEX_KEYS],
+        args=[event_id, event_type, at, status, reason, now, order_id, now_ms],
         describe=describe,
     )
 

@@ -37,19 +37,22 @@ class MalformedEntry(ValueError):
 _now: tuple[int, str] = (0, "")  # the last millisecond written, and how
 
 
-def utc_now() -> str:
-    """The current time in UTC, ISO 8601 with milliseconds and a Z. A worker
-    stamps a batch of events within the same millisecond or two: the text is
-    made once per millisecond."""
+def utc_stamp() -> tuple[int, str]:
+    """Now as milliseconds since the epoch and as ``utc_now`` writes it. A
+    worker stamps a batch of events within the same millisecond or two: the
+    text is made once per millisecond."""
     global _now
     ms = time.time_ns() // 1_000_000
-    last_ms, text = _now
-    if ms != last_ms:
+    if ms != _now[0]:
         seconds, millis = divmod(ms, 1000)
         moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=millis * 1000)
-        text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        _now = (ms, text)
-    return text
+        _now = (ms, moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+    return _now
+
+
+def utc_now() -> str:
+    """The current time in UTC, ISO 8601 with milliseconds and a Z."""
+    return utc_stamp()[1]
 
 
 def new_id() -> str:
