@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         "the bare intake baseline, saturation, a steady open-loop rate, and the consumer "
         "runner alone. Prints a table; writes JSON and a PNG chart to --out.",
     )
-    bench.add_argument("--orders", type=int, default=5000, help="orders per saturation run")
+    bench.add_argument("--orders", type=int, default=20_000,
+                       help="orders per baseline and saturation run (20000)")
     bench.add_argument("--concurrency", type=int, default=64, help="connections (64)")
     bench.add_argument("--rate", type=float,
                        help="steady orders/s (default: half the saturation settled/s)")

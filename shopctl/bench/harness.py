@@ -20,7 +20,7 @@ Say = Callable[[str], None]
 
 @dataclass
 class Options:
-    orders: int = 5000
+    orders: int = 20_000
     concurrency: int = 64
     rate: float | None = None
     duration_s: float = 15.0
