@@ -7,14 +7,22 @@ the last one is answered (for the saturation phases). Open loop: requests are
 sent on a fixed schedule whatever the answers, and each latency is measured
 from the time the request was *due*, so a slow server cannot hide its delays
 by slowing the sender (no coordinated omission).
+
+Both run with the cyclic garbage collector off: by the later phases this
+process holds hundreds of thousands of objects (every sample so far), and a
+full collection would pause it for tens of milliseconds in the middle of a
+phase, a pause every latency due at that moment would count as the system's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 
 @dataclass(slots=True)
@@ -85,7 +93,28 @@ class Connection(asyncio.Protocol):
 
 Bodies = Callable[[int], tuple[bytes, bytes]]  # index -> (body, extra header lines)
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
+
+def without_gc_pauses(run: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Run a phase with the cyclic garbage collector off, then collect once."""
+
+    @functools.wraps(run)
+    async def phase(*args: P.args, **kwargs: P.kwargs) -> R:
+        was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return await run(*args, **kwargs)
+        finally:
+            if was_on:
+                gc.enable()
+            gc.collect()
+
+    return phase
+
+
+@without_gc_pauses
 async def closed_loop(host: str, port: int, path: str, bodies: Bodies, count: int,
                       concurrency: int) -> list[Sample]:
     """``count`` requests over ``concurrency`` connections, each as soon as it can."""
@@ -110,6 +139,7 @@ async def closed_loop(host: str, port: int, path: str, bodies: Bodies, count: in
     return samples
 
 
+@without_gc_pauses
 async def open_loop(host: str, port: int, path: str, bodies: Bodies, rate: float,
                     duration_s: float, max_connections: int = 512) -> list[Sample]:
     """``rate`` requests a second for ``duration_s``, on schedule; latency counts from

@@ -47,6 +47,8 @@ def table(results: dict[str, Any]) -> str:
             f"{name} {ms:g}" for name, ms in sat.get("cpu_ms_per_order", {}).items()),
         "worst lag + pending per group (saturation): " + (", ".join(
             f"{g} {n}" for g, n in sorted(sat["max_lag"].items()) if n) or "none"),
+        f"AOF rewrites by Redis (a fork competing for the cores): saturation "
+        f"{sat.get('aof_rewrites', 0)}, steady {steady.get('aof_rewrites', 0)}",
     ]
     return "\n".join(lines)
 

@@ -116,6 +116,7 @@ class Bench:
         await self.wait_settled(r)
         await r.config_resetstat()
         finals_before = await self.finals_count(r)
+        rewrites_before = await self.aof_rewrites(r)
         cpu_before = self.cpu()
         lag = self.watch_lag(r)
         started = time.perf_counter()
@@ -136,6 +137,7 @@ class Bench:
             "post_ms": percentiles(self.series["saturation: POST"]),
             "post_to_final_ms": percentiles(self.series["saturation: POST to final"]),
             "max_lag": dict(self.max_lag),
+            "aof_rewrites": await self.aof_rewrites(r) - rewrites_before,
             # What Redis was asked, per order (reads of the lag sampler included).
             "redis_calls_per_order": {
                 name.removeprefix("cmdstat_"): round(stat["calls"] / count, 2)
@@ -154,6 +156,7 @@ class Bench:
 
     async def steady(self, host: str, port: int, r: redis.asyncio.Redis, rate: float) -> None:
         finals_before = await self.finals_count(r)
+        rewrites_before = await self.aof_rewrites(r)
         lag = self.watch_lag(r)
         samples = await loadgen.open_loop(host, port, "/orders", order_body, rate,
                                           self.options.duration_s)
@@ -168,6 +171,7 @@ class Bench:
             "post_ms": percentiles(self.series["steady: POST"]),
             "post_to_final_ms": percentiles(self.series["steady: POST to final"]),
             "max_lag": dict(self.max_lag),
+            "aof_rewrites": await self.aof_rewrites(r) - rewrites_before,
         })
 
     # -- helpers -----------------------------------------------------------------
@@ -209,6 +213,12 @@ class Bench:
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError("the warm-up orders did not settle")
+
+    @staticmethod
+    async def aof_rewrites(r: redis.asyncio.Redis) -> int:
+        """How many times Redis has rewritten its append-only file (a fork, and
+        a child competing for the cores: the latency tail's usual cause)."""
+        return int((await r.info("persistence")).get("aof_rewrites", 0))
 
     async def finals_count(self, r: redis.asyncio.Redis) -> int:
         async with r.pipeline(transaction=False) as pipe:
