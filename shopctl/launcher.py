@@ -230,6 +230,8 @@ class Launcher:
 
     def _supervise(self) -> None:
         now = time.monotonic()
+        if self.redis:
+            self.redis.lower_background_priority()
         if self.redis and self.redis.proc and self.redis.proc.poll() is not None:
             self.say("shopctl", f"redis {describe_exit(self.redis.proc.returncode)}; "
                                 "starting it again from its AOF")

@@ -37,6 +37,23 @@ def children(parent: int) -> dict[str, int]:
     return found
 
 
+def child_pids(parent: int) -> list[int]:
+    """Pids of the live child processes of ``parent``; empty where there is no /proc."""
+    found: list[int] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # it exited meanwhile
+    return found
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """The process's peak resident memory (VmHWM), in MB; None if unknown."""
     try:

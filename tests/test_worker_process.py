@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from order_api.main import create_app
 from order_api.settings import ApiSettings
-from shopctl.redis_server import RedisServer, free_port
+from shopctl.redis_server import BACKGROUND_NICE, RedisServer, free_port
 from streams import keys
 from streams.connection import connect_async
 from streams.consumer import Consumer
@@ -136,4 +136,27 @@ def test_the_api_answers_503_during_an_outage_and_recovers_by_itself(tmp_path: P
             assert api.get(f"/orders/{first.json()['id']}").status_code == 200
             assert api.get("/orders").json()["total"] == 2
     finally:
+        server.stop()
+
+
+def test_an_aof_rewrite_runs_at_the_lowest_cpu_priority(tmp_path: Path) -> None:
+    server = RedisServer(free_port(), tmp_path, stdout=subprocess.DEVNULL).start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        client.mset({f"k{i}": i for i in range(30)})
+        client.config_set("rdb-key-save-delay", 100_000)  # 0.1 s a key: a rewrite we can see
+        client.bgrewriteaof()
+        deadline, lowered = time.monotonic() + 5, []
+        while not lowered and time.monotonic() < deadline:
+            lowered = server.lower_background_priority()
+            time.sleep(0.02)
+        assert len(lowered) == 1, "no rewrite child seen"
+        assert os.getpriority(os.PRIO_PROCESS, lowered[0]) == BACKGROUND_NICE
+        assert server.lower_background_priority() == []  # once is enough
+        assert server.proc is not None  # Redis itself keeps this process's priority
+        assert os.getpriority(os.PRIO_PROCESS, server.proc.pid) == os.getpriority(
+            os.PRIO_PROCESS, 0)
+    finally:
+        client.config_set("rdb-key-save-delay", 0)
+        client.close()
         server.stop()
