@@ -62,7 +62,7 @@ def test_a_batch_is_cut_at_max_batch(redis_server: RedisServer) -> None:
             await client.aclose()
 
     assert asyncio.run(run()) == [str(i) for i in range(10)]
-    assert sizes == [4, 4, 2]
+    assert sorted(sizes) == [2, 4, 4]  # the batches may reach Redis in any order
 
 
 def test_when_redis_is_unreachable_every_caller_gets_the_error() -> None:
