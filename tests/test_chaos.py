@@ -48,6 +48,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 ORDERS = int(os.environ.get("CHAOS_ORDERS", "6000"))
 SEED = int(os.environ.get("CHAOS_SEED", str(time.time_ns() % 1_000_000)))
 SENDERS = 6
+# Orders flow for at least this long, so that every planned disaster (the
+# freeze at a quarter, Redis killed at half) happens while they do.
+MIN_SENDING_S = 10.0
+PACE_S = MIN_SENDING_S * SENDERS / ORDERS
 PRODUCTS = {"item1": (2400, 300), "item2": (1200, 200), "item3": (500, 600)}
 # Carol's own product, which no one else orders: her order waits out two failed
 # charges, and the others must not have emptied its shelf meanwhile.
@@ -84,8 +88,14 @@ class Customers:
         self.lock = threading.Lock()
 
     def send(self, share: list[tuple[str, dict]]) -> None:
+        """Place ``share`` in order, no faster than one order every ``PACE_S``:
+        the chaos needs the orders to be flowing for a while, however fast the
+        system takes them."""
+        next_at = time.monotonic()
         with httpx2.Client(base_url=self.base, timeout=5) as http:
             for key, body in share:
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                next_at += PACE_S
                 self.accepted[key] = self._place(http, key, body)
 
     def _place(self, http: httpx2.Client, key: str, body: dict) -> str:
@@ -262,7 +272,9 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
                                   initial_balance, expect_dead_letters=True)
         # Exactly the orders accepted, each once, whatever the retries.
         assert r.zcard(keys.orders_index()) == ORDERS + 1
-        assert counts.get("failed", 0) == 0, counts
+        assert counts.get("failed", 0) == 0, (counts, [
+            (stream, f.get("group"), f.get("order_id"), f.get("reason"))
+            for stream in keys.ALL_STREAMS for _, f in r.xrange(keys.dead(stream))])
         # The poison ended where it should.
         junk = [f for _, f in r.xrange(keys.dead(keys.ORDERS_CREATED))]
         assert sorted(f["group"] for f in junk) == ["order-status", "payment"]
