@@ -32,6 +32,9 @@ class Sample:
     latency_ms: float
     status: int
     body: bytes
+    # Open loop: how late the request left this process after it was due (its
+    # own scheduling delay, counted in latency_ms as open loop must).
+    late_ms: float = 0.0
 
 
 class Connection(asyncio.Protocol):
@@ -158,6 +161,7 @@ async def open_loop(host: str, port: int, path: str, bodies: Bodies, rate: float
             if connection is None:
                 opened += 1
         body, headers = bodies(index)
+        late_ms = (time.perf_counter() - due) * 1000
         if connection is not None:
             try:
                 status, answer = await connection.post(path.encode(), body, headers)
@@ -170,7 +174,7 @@ async def open_loop(host: str, port: int, path: str, bodies: Bodies, rate: float
             connection = await Connection.open(host, port)
             status, answer = await connection.post(path.encode(), body, headers)
         samples.append(Sample(index, due_wall_ms, (time.perf_counter() - due) * 1000,
-                              status, answer))
+                              status, answer, late_ms))
         async with free:
             idle.append(connection)
             free.notify()

@@ -47,6 +47,9 @@ def table(results: dict[str, Any]) -> str:
             f"{name} {ms:g}" for name, ms in sat.get("cpu_ms_per_order", {}).items()),
         "worst lag + pending per group (saturation): " + (", ".join(
             f"{g} {n}" for g, n in sorted(sat["max_lag"].items()) if n) or "none"),
+        "steady: the load generator sent each order late by p50/p95/p99/max "
+        f"{four(steady.get('sender_late_ms'))} ms (its own wait for a core, part of the "
+        "latencies above)",
         f"AOF rewrites by Redis (a fork competing for the cores): saturation "
         f"{sat.get('aof_rewrites', 0)}, steady {steady.get('aof_rewrites', 0)}",
     ]

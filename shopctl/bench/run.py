@@ -170,6 +170,7 @@ class Bench:
             "orders": len(samples),
             "post_ms": percentiles(self.series["steady: POST"]),
             "post_to_final_ms": percentiles(self.series["steady: POST to final"]),
+            "sender_late_ms": percentiles([s.late_ms for s in samples]),
             "max_lag": dict(self.max_lag),
             "aof_rewrites": await self.aof_rewrites(r) - rewrites_before,
         })
