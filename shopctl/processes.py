@@ -11,29 +11,22 @@ def children(parent: int) -> dict[str, int]:
     """Live child processes of ``parent`` (a launcher): name (api, redis,
     payment-1, ...) -> pid. Empty where there is no /proc."""
     found: dict[str, int] = {}
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return found
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in child_pids(parent):
+        entry = Path("/proc") / str(pid)
         try:
-            stat = (entry / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[1]) != parent:
-                continue
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             environ = dict(
                 item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0")
                 if b"=" in item
             )
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError):
             continue  # it exited meanwhile
         if any(b"server" in part for part in cmdline[:1]):
-            found["redis"] = int(entry.name)
+            found["redis"] = pid
         elif b"order_api" in cmdline:
-            found["api"] = int(entry.name)
+            found["api"] = pid
         elif b"WORKER_NAME" in environ:
-            found[environ[b"WORKER_NAME"].decode()] = int(entry.name)
+            found[environ[b"WORKER_NAME"].decode()] = pid
     return found
 
 
