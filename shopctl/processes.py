@@ -31,7 +31,20 @@ def children(parent: int) -> dict[str, int]:
 
 
 def child_pids(parent: int) -> list[int]:
-    """Pids of the live child processes of ``parent``; empty where there is no /proc."""
+    """Pids of the live child processes of ``parent``; empty where there is no
+    /proc. Asks the kernel for the children of the parent's main thread (where
+    its forks and spawns happen), which is cheap enough to do five times a
+    second; without that file, walks all of /proc."""
+    try:
+        listed = Path(f"/proc/{parent}/task/{parent}/children").read_text()
+    except OSError:
+        pass
+    else:
+        return [int(pid) for pid in listed.split()]
+    return _walk_for_children(parent)
+
+
+def _walk_for_children(parent: int) -> list[int]:
     found: list[int] = []
     proc = Path("/proc")
     if not proc.is_dir():

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from order_api.main import create_app
 from order_api.settings import ApiSettings
+from shopctl import processes
 from shopctl.redis_server import BACKGROUND_NICE, RedisServer, free_port
 from streams import keys
 from streams.connection import connect_async
@@ -160,3 +161,14 @@ def test_an_aof_rewrite_runs_at_the_lowest_cpu_priority(tmp_path: Path) -> None:
         client.config_set("rdb-key-save-delay", 0)
         client.close()
         server.stop()
+
+
+def test_child_pids_agrees_with_a_walk_of_proc() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        listed = processes.child_pids(os.getpid())
+        assert child.pid in listed
+        assert sorted(listed) == sorted(processes._walk_for_children(os.getpid()))
+    finally:
+        child.kill()
+        child.wait()
