@@ -45,10 +45,10 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
         app.state.redis = connect_async(
             settings.redis_url, max_connections=settings.api_redis_connections
         )
+        app.state.intake = AutoPipeline(app.state.redis)
         # Everything built so far (the app, its routes and schemas, the libraries)
         # lives as long as the process: keep the cyclic garbage collector from
         # walking it again and again as requests allocate.
-        app.state.intake = AutoPipeline(app.state.redis)
         gc.freeze()
         yield
         await app.state.redis.aclose()

@@ -43,7 +43,7 @@ def connect_async(url: str, *, max_connections: int = 64) -> redis.asyncio.Redis
     return redis.asyncio.Redis(connection_pool=pool)
 
 
-def execute_all(client: redis.Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
+def execute_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Send ``commands`` in one write on one connection and read every answer:
     a pipeline without redis-py's pipeline machinery (measured: the projector's
     CPU per order 65 -> 61 us). A command's error comes back in its place; a
@@ -52,7 +52,7 @@ def execute_all(client: redis.Redis, commands: Sequence[Sequence[Any]]) -> list[
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
-        connection.send_packed_command([hiredis.pack_command(tuple(c)) for c in commands])
+        connection.send_packed_command([hiredis.pack_command(c) for c in commands])
         answers: list[Any] = []
         for _ in commands:
             try:
