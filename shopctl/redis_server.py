@@ -213,7 +213,7 @@ class RedisServer:
         second or two, and the orders in flight wait for it. At idle priority it
         runs when a core has nothing else to do, and only takes longer (1.4 s
         instead of 1.2 s under saturation). Measured, 10 s at 2000 orders/s
-        with a rewrite forced in the middle, POST-to-final p99: 49 to 90 ms at
+        with a rewrite forced in the middle, POST-to-final p99: 26 to 90 ms at
         nice 19 set within 200 ms of the fork; 25 to 39 ms at nice 19 at once;
         18 to 25 ms at idle priority at once. Redis keeps its own priority."""
         if self.proc is None or self.proc.poll() is not None:

@@ -50,7 +50,7 @@ def table(results: dict[str, Any]) -> str:
         "steady: the load generator sent each order late by p50/p95/p99/max "
         f"{four(steady.get('sender_late_ms'))} ms (its own wait for a core, part of the "
         "latencies above)",
-        f"AOF rewrites by Redis (a fork competing for the cores): saturation "
+        f"AOF rewrites by Redis (a fork that writes the whole dataset to disk): saturation "
         f"{sat.get('aof_rewrites', 0)}, steady {steady.get('aof_rewrites', 0)}",
     ]
     return "\n".join(lines)
