@@ -155,7 +155,8 @@ class RedisServer:
         # maintain()'s connection: short timeouts and no retry, as it runs in
         # the launcher's loop and simply tries again at the next call.
         self._admin = redis.Redis(
-            port=port, socket_timeout=1.0, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0),
+            host="127.0.0.1", port=port, socket_timeout=1.0, socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
         )
 
     @property
