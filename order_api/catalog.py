@@ -13,11 +13,14 @@ from order_api.schemas import CustomerIn, ProductIn, ProductPatch
 from streams import keys
 from streams.scripts import Script, evaluate, pairs
 
+# KEYS: the record, [an index the id joins]. ARGV: id, then field/value pairs.
 CREATE = Script(
     "create_if_absent",
     """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local id = table.remove(ARGV, 1)
 redis.call('HSET', KEYS[1], unpack(ARGV))
+if KEYS[2] then redis.call('ZADD', KEYS[2], 0, id) end
 return 1
 """,
 )
@@ -70,6 +73,14 @@ async def update_product(r: redis.asyncio.Redis, product_id: str, body: ProductP
     return await get_product(r, product_id)
 
 
+async def delete_product(r: redis.asyncio.Redis, product_id: str) -> None:
+    """Take a product off the catalog. The create-order script then refuses new
+    orders for it, and the inventory step rejects (so the payment worker
+    refunds) an order placed before."""
+    if not await r.delete(keys.product(product_id)):
+        raise NotFound(f"product {product_id!r} not found")
+
+
 async def restock(r: redis.asyncio.Redis, product_id: str, quantity: int) -> Product:
     stock = await evaluate(r, RESTOCK, [keys.product(product_id)], [keys.STOCK_FIELD, quantity])
     if stock is None:
@@ -86,12 +97,37 @@ async def get_customer(r: redis.asyncio.Redis, customer_id: str) -> Customer:
     return await _read(r, Customer, customer_id)
 
 
+async def list_customers(
+    r: redis.asyncio.Redis, offset: int, limit: int
+) -> tuple[list[Customer], int]:
+    """A page of customers in id order, and how many there are."""
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.zcard(keys.customers_index())
+        pipe.zrange(keys.customers_index(), offset, offset + limit - 1)
+        total, ids = await pipe.execute()
+    async with r.pipeline(transaction=False) as pipe:
+        for customer_id in ids:
+            pipe.hgetall(keys.customer(customer_id))
+        found = await pipe.execute()
+    return [Customer.model_validate(fields) for fields in found if fields], total
+
+
+async def index_customers(r: redis.asyncio.Redis) -> int:
+    """Put customers created before the index existed into it; returns how many
+    were missing. Idempotent; the API runs it once at start."""
+    ids = [key.rsplit(":", 1)[1]
+           async for key in r.scan_iter(keys.customer("*"), count=1000, _type="hash")]
+    return await r.zadd(keys.customers_index(), dict.fromkeys(ids, 0), nx=True) if ids else 0
+
+
 Record = TypeVar("Record", Product, Customer)
 
 
 async def _create(r: redis.asyncio.Redis, record: Record) -> Record:
     """Write a new record; a taken id is a conflict, never an overwrite."""
-    if not await evaluate(r, CREATE, [record.key()], pairs(to_fields(record))):
+    index: list[str] = [keys.customers_index()] if isinstance(record, Customer) else []
+    fields: list[str] = pairs(to_fields(record))
+    if not await evaluate(r, CREATE, [record.key(), *index], [record.pk, *fields]):
         what = type(record).__name__.lower()
         raise Conflict(f"{what} {record.pk!r} already exists; choose another id")
     return record

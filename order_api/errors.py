@@ -12,3 +12,25 @@ class Conflict(Exception):
 
 class Unprocessable(ValueError):
     """The body is well formed but refers to something that does not exist (422)."""
+
+
+class Unauthorized(Exception):
+    """No token, or one that is unknown, revoked or expired (401)."""
+
+    def __init__(self, detail: str, *, invalid_token: bool = False) -> None:
+        super().__init__(detail)
+        self.invalid_token = invalid_token
+
+
+class Forbidden(Exception):
+    """A valid token whose role or customer may not do this (403)."""
+
+
+class OutcomeUnknown(Exception):
+    """The order's script may have reached Redis, and no answer came: it may
+    have been placed, or may still be (504). The client must not simply try
+    again; it can look the order up, or resend with the same Idempotency-Key."""
+
+    def __init__(self, order_id: str, cause: str) -> None:
+        super().__init__(cause)
+        self.order_id = order_id

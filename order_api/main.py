@@ -11,17 +11,29 @@ from typing import Any
 
 import redis.asyncio
 import redis.exceptions
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from order_api.errors import Conflict, NotFound, Unprocessable
+from order_api import catalog
+from order_api.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    OutcomeUnknown,
+    Unauthorized,
+    Unprocessable,
+)
+from order_api.guard import RequestGuard
 from order_api.routes import customers, health, ops, orders, products
 from order_api.schemas import OrderIn
+from order_api.server import run_server
 from order_api.settings import ApiSettings
 from streams import logs
 from streams.autopipeline import AutoPipeline
@@ -39,13 +51,22 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.api_auth:
+            log.warning("authentication is OFF (API_AUTH=false): whoever reaches "
+                        "%s:%d may do anything", settings.api_host, settings.api_port)
         if client is not None:
             yield
             return
         app.state.redis = connect_async(
-            settings.redis_url, max_connections=settings.api_redis_connections
+            settings.redis_url, max_connections=settings.api_redis_connections,
+            timeout_s=settings.api_redis_timeout_s,
         )
         app.state.intake = AutoPipeline(app.state.redis)
+        try:
+            if added := await catalog.index_customers(app.state.redis):
+                log.info("indexed %d customer(s) created before the index", added)
+        except redis.exceptions.RedisError as exc:  # Redis down at start: next time
+            log.warning("could not index customers: %s", exc)
         # Everything built so far (the app, its routes and schemas, the libraries)
         # lives as long as the process: keep the cyclic garbage collector from
         # walking it again and again as requests allocate.
@@ -59,7 +80,15 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
         summary="Orders choreographed over Redis Streams. Money is integer cents; times are UTC.",
         lifespan=lifespan,
         telemetry=NO_TELEMETRY,
+        max_body_size=settings.api_max_body_bytes,
     )
+    if settings.cors_origins:  # closed unless an allow-list is set
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Idempotent-Replayed", "Retry-After"],
+        )
     app.router.routes.extend(orders.HOT_ROUTES)  # first: matched before anything else
     for router in (orders.router, products.router, customers.router, ops.router, health.router):
         app.include_router(router)
@@ -84,10 +113,24 @@ def _document_hot_routes(app: FastAPI) -> None:
                 [(OrderIn, "validation")], ref_template="#/components/schemas/{model}"
             )
             spec["components"]["schemas"].update(definitions["$defs"])
-            spec["paths"].setdefault("/orders", {})["post"] = orders.PLACE_ORDER_DOCS
+            spec["paths"].setdefault("/orders", {})["post"] = orders.PLACE_ORDER_DOCS | {
+                "responses": orders.PLACE_ORDER_DOCS["responses"] | _documented(
+                    orders.PLACE_ORDER_ERRORS, spec)}
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _documented(errors: dict[int | str, dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
+    """Error answers of ``schemas.answers`` as OpenAPI response objects, their
+    models added to the document's schemas."""
+    models = [info["model"] for info in errors.values()]
+    _, definitions = models_json_schema([(m, "serialization") for m in models],
+                                        ref_template="#/components/schemas/{model}")
+    spec["components"]["schemas"].update(definitions.get("$defs", {}))
+    return {str(code): {"description": info["description"], "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{info['model'].__name__}"}}}}
+        for code, info in errors.items()}
 
 
 def _problem(status: int, detail: str, **headers: str) -> JSONResponse:
@@ -105,7 +148,40 @@ def _add_error_answers(app: FastAPI) -> None:
 
     @app.exception_handler(Unprocessable)
     async def unprocessable(_: Request, exc: Unprocessable) -> JSONResponse:
-        return _problem(422, str(exc))
+        return JSONResponse({"detail": str(exc), "errors": []}, status_code=422)
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        challenge = 'Bearer error="invalid_token"' if exc.invalid_token else "Bearer"
+        return _problem(401, str(exc), **{"WWW-Authenticate": challenge})
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return _problem(403, str(exc))
+
+    @app.exception_handler(OutcomeUnknown)
+    async def unknown(_: Request, exc: OutcomeUnknown) -> JSONResponse:
+        location = f"/orders/{exc.order_id}"
+        return JSONResponse({
+            "detail": f"the data store did not confirm the order in time ({exc}): it may have "
+                      f"been placed, or may still be. Do not place it again: GET {location} "
+                      "shows it once it is placed, or send the same request with the same "
+                      "Idempotency-Key, which returns the order if it was placed and places "
+                      "it if it was not",
+            "outcome": "unknown", "order_id": exc.order_id, "location": location,
+        }, status_code=504, headers={"Location": location})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        detail = exc.detail
+        if exc.status_code == 413:  # the body is left unread: don't read it for the next one
+            limit = request.app.state.settings.api_max_body_bytes
+            detail = (f"the body is over {limit} bytes "
+                      "(API_MAX_BODY_BYTES); it was not read")
+            headers["Connection"] = "close"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code,
+                            headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -121,9 +197,8 @@ def _add_error_answers(app: FastAPI) -> None:
     @app.exception_handler(redis.exceptions.TimeoutError)
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         log.warning("redis unreachable: %s", exc)
-        return _problem(503, "the data store is unreachable; try again shortly", **{
-            "Retry-After": "1"
-        })
+        return _problem(503, "the data store is unreachable and nothing was done; try again "
+                             "shortly", **{"Retry-After": "1"})
 
 
 def jsonable_errors(exc: RequestValidationError) -> list[dict[str, object]]:
@@ -140,12 +215,18 @@ class HotPath:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        # The body limit of the app, as Starlette applies it, for the route it skips.
+        self.limited = RequestBodyLimitMiddleware(self._place_order, app.state.settings
+                                                  .api_max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/orders" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         scope["app"] = self.app
+        await self.limited(scope, receive, send)
+
+    async def _place_order(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
         try:
             response = await orders.place_order(request)
@@ -159,22 +240,15 @@ class HotPath:
         await response(scope, receive, send)
 
 
-def run_server(app: ASGIApp, settings: ApiSettings) -> None:
-    """Serve ``app`` as the API is served (the benchmark's baseline uses it too):
-    uvicorn with uvloop and httptools when installed, no access log."""
-    uvicorn.run(
-        app,
-        host=settings.api_host,
-        port=settings.api_port,
-        loop="auto",
-        http="auto",
-        log_config=None,  # our handler, our format
-        access_log=False,
-    )
+def asgi(app: FastAPI) -> ASGIApp:
+    """The app as it is served: the request guard (Host, JSON bodies) in front of
+    the hot path in front of FastAPI. Tests wrap their app in it too."""
+    settings = app.state.settings
+    return RequestGuard(HotPath(app), settings.trusted_hosts, settings.api_max_body_bytes)
 
 
 def main() -> int:
     settings = ApiSettings()
     logs.configure(settings.log_format, settings.log_level)
-    run_server(HotPath(create_app(settings)), settings)
+    run_server(asgi(create_app(settings)), settings)
     return 0

@@ -19,8 +19,9 @@ import time
 from typing import Any
 
 import redis.asyncio
+import redis.exceptions
 
-from order_api.errors import NotFound, Unprocessable
+from order_api.errors import NotFound, OutcomeUnknown, Unprocessable
 from order_api.schemas import (
     HistoryEntry,
     LineOut,
@@ -30,7 +31,7 @@ from order_api.schemas import (
     OrderSummary,
 )
 from streams import keys
-from streams.autopipeline import AutoPipeline
+from streams.autopipeline import AutoPipeline, NotSent
 from streams.envelope import Header
 from streams.scripts import Script, evaluate
 
@@ -55,6 +56,8 @@ CREATE = Script(
 --       then product number (1..m) and quantity per line
 local m = tonumber(ARGV[9])
 local first_product = #KEYS - m
+-- This very request, sent again after a dropped connection: it was placed.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 if first_product == 8 then
   local prior = redis.call('HMGET', KEYS[8], 'order_id', 'digest')
   if prior[1] then
@@ -78,7 +81,6 @@ for i = 10 + m, #ARGV, 2 do
   total = total + quantity * prices[product]
 end
 local id, at = ARGV[1], ARGV[7]
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('order id taken') end
 local data = cjson.encode({customer_id = ARGV[5], lines = lines, total_cents = total})
 local entry = redis.call('XADD', KEYS[6], '*', 'type', 'order.created', 'event_id', ARGV[6],
                          'order_id', id, 'occurred_at', at, 'causation_id', '', 'v', ARGV[8],
@@ -131,17 +133,22 @@ new_order_id = _SecureIds()
 async def place(
     r: redis.asyncio.Redis,
     body: OrderIn,
+    customer_id: str,
     idempotency_key: str | None = None,
     idempotency_ttl_s: int = IDEMPOTENCY_TTL_S,
     *,
     batched: AutoPipeline | None = None,
 ) -> tuple[OrderOut, bool]:
-    """Price the order from the catalog and write it pending together with its
-    ``order.created`` event, in one script (one round trip). With an
-    ``idempotency_key``, a request repeated within the TTL (even concurrently)
-    gets the order the first one placed: returns (order, True) then. With
-    ``batched`` (the API's), the script goes to Redis in one pipeline with
-    those of the other requests of the moment."""
+    """Price the order from the catalog and write it pending for ``customer_id``
+    together with its ``order.created`` event, in one script (one round trip).
+    With an ``idempotency_key`` (scoped to the customer), a request repeated
+    within the TTL (even concurrently) gets the order the first one placed:
+    returns (order, True) then. With ``batched`` (the API's), the script goes
+    to Redis in one pipeline with those of the other requests of the moment.
+
+    Raises ``OutcomeUnknown`` when the script may have reached Redis but no
+    answer came back: the order may exist, or come to exist, under the id it
+    names. A failure before anything was sent is ``NotSent`` (nothing done)."""
     product_ids = list(dict.fromkeys(line.product_id for line in body.lines))
     number = {product_id: i for i, product_id in enumerate(product_ids, 1)}
     order_id = new_order_id()
@@ -151,24 +158,33 @@ async def place(
         keys.order(order_id),
         keys.order_history(order_id),
         keys.orders_index(),
-        keys.customer_orders(body.customer_id),
+        keys.customer_orders(customer_id),
         keys.orders_by_status("pending"),
         keys.ORDERS_CREATED,
-        keys.customer(body.customer_id),
+        keys.customer(customer_id),
     ]
     digest = ""
     if idempotency_key is not None:
-        script_keys.append(keys.idempotency(idempotency_key))
-        digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+        script_keys.append(keys.idempotency(customer_id, idempotency_key))
+        digest = hashlib.sha256(body.model_dump_json(exclude={"customer_id"}).encode()).hexdigest()
     script_keys += [keys.product(p) for p in product_ids]
-    answer = await evaluate(batched or r, CREATE, script_keys, [
-        order_id, created_ms, digest, idempotency_ttl_s, body.customer_id,
-        header.event_id, header.occurred_at, header.v, len(product_ids), *product_ids,
-        *(part for line in body.lines for part in (number[line.product_id], line.quantity)),
-    ])
+    try:
+        answer = await evaluate(batched or r, CREATE, script_keys, [
+            order_id, created_ms, digest, idempotency_ttl_s, customer_id,
+            header.event_id, header.occurred_at, header.v, len(product_ids), *product_ids,
+            *(part for line in body.lines for part in (number[line.product_id], line.quantity)),
+        ])
+    except NotSent:
+        raise
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("%-12s order=%s outcome unknown: %s", "api", order_id, exc,
+                    extra={"order_id": order_id})
+        raise OutcomeUnknown(order_id, str(exc)) from exc
     match answer:
+        case ["exists"]:
+            return await get(r, order_id), False
         case ["unknown_customer"]:
-            raise Unprocessable(f"customer_id: customer {body.customer_id!r} does not exist")
+            raise Unprocessable(f"customer_id: customer {customer_id!r} does not exist")
         case ["unknown_products", *unknown]:
             raise Unprocessable(f"lines: unknown product(s): {', '.join(map(repr, unknown))}")
         case ["mismatch", _]:
@@ -188,14 +204,14 @@ async def place(
     if log.isEnabledFor(logging.INFO):
         log.info(
             "%-12s order=%s accepted for %s: %d line(s), %d cents → %s %s",
-            "api", order_id, body.customer_id, len(lines), total, keys.ORDERS_CREATED, entry_id,
+            "api", order_id, customer_id, len(lines), total, keys.ORDERS_CREATED, entry_id,
             extra={"order_id": order_id, "stream": keys.ORDERS_CREATED, "entry_id": entry_id},
         )
     created = HistoryEntry(type="order.created", at=header.occurred_at,
                            stream=keys.ORDERS_CREATED, entry_id=entry_id,
                            event_id=header.event_id)
     return OrderOut(
-        id=order_id, customer_id=body.customer_id, status="pending", reason="",
+        id=order_id, customer_id=customer_id, status="pending", reason="",
         total_cents=total, lines=lines, created_at=header.occurred_at,
         updated_at=header.occurred_at, history=[created],
     ), False

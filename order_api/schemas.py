@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# Ids end up inside Redis keys: no colons, no spaces.
-Id = Annotated[
-    str,
-    Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-        description="1-64 letters, digits, '_', '.', '-'",
-        examples=["item1"],
-    ),
-]
+# Ids end up inside Redis keys: no colons, no spaces, no braces. The same rule
+# for an id in a body, in a path and in an MCP tool's arguments.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ID_RULE = "1-64 letters, digits, '_', '.', '-'"
+Id = Annotated[str, Field(pattern=ID_PATTERN, description=ID_RULE, examples=["item1"])]
+PathId = Annotated[str, Path(pattern=ID_PATTERN, description=ID_RULE, examples=["item1"])]
 # Bounded so that any order total stays exact in Lua's doubles (< 2**53).
 PriceCents = Annotated[int, Field(strict=True, ge=0, le=100_000_000)]
 BalanceCents = Annotated[int, Field(strict=True, ge=0, le=10**13)]
@@ -71,13 +69,22 @@ class CustomerOut(BaseModel):
     balance_cents: int
 
 
+class CustomerPage(BaseModel):
+    items: list[CustomerOut]
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None
+
+
 class LineIn(Body):
     product_id: Id
     quantity: Quantity
 
 
 class OrderIn(Body):
-    customer_id: Id
+    customer_id: Id | None = Field(
+        None, description="The customer a customer token acts for; another one is refused.")
     lines: list[LineIn] = Field(min_length=1, max_length=50)
 
 
@@ -159,3 +166,51 @@ class Replay(Body):
 
 class ReplayOut(BaseModel):
     results: dict[str, str] = Field(description="Per dead letter: its new entry, or why not.")
+
+
+# -- error answers, as OpenAPI documents them ---------------------------------------
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="What is wrong, and what to do about it.")
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(Problem):
+    errors: list[FieldProblem] = Field(description="Each field that is wrong.")
+
+
+class UnknownOutcome(Problem):
+    outcome: Literal["unknown"]
+    order_id: str = Field(description="The order's id, if it was placed.")
+    location: str = Field(description="Where the order is, if it was placed.")
+
+
+_ANSWERS: dict[int, tuple[str, type[BaseModel]]] = {
+    400: ("The Host header names no host this API answers for.", Problem),
+    401: ("No token, or one that is unknown, revoked or expired "
+          "(with WWW-Authenticate: Bearer).", Problem),
+    403: ("The token's role or customer may not do this.", Problem),
+    404: ("The id names nothing.", Problem),
+    409: ("The id is taken.", Problem),
+    413: ("The body is larger than API_MAX_BODY_BYTES; it was not read.", Problem),
+    415: ("The body is not application/json.", Problem),
+    422: ("A field, parameter or header is wrong; each is named.", ValidationProblem),
+    503: ("The data store is unreachable and nothing was done: try again after "
+          "Retry-After seconds.", Problem),
+    504: ("The outcome is unknown: the order may have been placed. Do not place it again: "
+          "GET its Location, or send the same request with the same Idempotency-Key.",
+          UnknownOutcome),
+}
+
+
+def answers(*codes: int) -> dict[int | str, dict[str, object]]:
+    """The error answers of a route, for its ``responses=``; 400 and 503 come with
+    every route (any request can carry a wrong Host; any may find Redis down)."""
+    return {code: {"description": _ANSWERS[code][0], "model": _ANSWERS[code][1]}
+            for code in sorted({400, 503, *codes})}

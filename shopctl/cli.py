@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
+from access import tokens
 from shopctl import demo
 from shopctl.launcher import Launcher, LauncherSettings
 from streams import deadletter
@@ -34,11 +36,34 @@ def main(argv: list[str] | None = None) -> int:
                     help="AOF fsync of the embedded Redis (everysec; always: survives power loss)")
     up.add_argument("--no-demo", dest="demo_data", action="store_const", const=False,
                     help="do not load the demo catalog and customers")
+    up.add_argument("--no-auth", dest="api_auth", action="store_const", const=False,
+                    help="no tokens needed: anyone who reaches the API may do anything "
+                    "(loopback only)")
 
     load = commands.add_parser(
         "demo", help="load the demo catalog and customers into a running API (idempotent)"
     )
     load.add_argument("--api-url", default="http://127.0.0.1:8000", help="where the API is")
+    load.add_argument("--token", default=os.environ.get("SHOP_TOKEN"),
+                      help="an operator token (SHOP_TOKEN)")
+
+    token = commands.add_parser(
+        "token", help="create, list or revoke API tokens",
+        description="Tokens are stored hashed in Redis: `create` prints a new token once, on "
+        "its own line on stdout; keep it. An operator token edits the catalog and runs "
+        "/ops; a customer token places and reads that customer's orders.",
+    )
+    token.add_argument("--redis-url", help="where Redis is (REDIS_URL, redis://127.0.0.1:6379/0)")
+    token_actions = token.add_subparsers(dest="action", required=True)
+    make = token_actions.add_parser("create", help="create a token; prints it")
+    who = make.add_mutually_exclusive_group(required=True)
+    who.add_argument("--role", choices=("operator",), help="an operator token")
+    who.add_argument("--customer", metavar="ID", help="a token that acts as this customer")
+    make.add_argument("--name", help="a unique name for list and revoke (default: generated)")
+    make.add_argument("--ttl", help="expires after this long: 30d, 12h, 90m, 45s (default: never)")
+    token_actions.add_parser("list", help="every live token (never the secret)")
+    drop = token_actions.add_parser("revoke", help="revoke a token by name, at once")
+    drop.add_argument("name")
 
     dead = commands.add_parser(
         "dead", help="list, replay or purge dead letters",
@@ -108,9 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
     if args.command == "demo":
-        for line in demo.load(args.api_url.rstrip("/")):
+        for line in demo.load(args.api_url.rstrip("/"), args.token):
             print(line)
         return 0
+    if args.command == "token":
+        try:
+            return asyncio.run(_token(args))
+        except tokens.TokenError as exc:
+            print(f"shopctl token {args.action}: {exc}", file=sys.stderr)
+            return 2
     if args.command == "up":
         given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
         settings = LauncherSettings(**given)
@@ -142,6 +173,34 @@ def _bench(args: argparse.Namespace) -> int:
     for path in report.save(results, bench.series, args.out):
         print(f"wrote {path}")
     return 0
+
+
+async def _token(args: argparse.Namespace) -> int:
+    url = args.redis_url or Settings().redis_url
+    async with connect_async(url, max_connections=2) as client:
+        if args.action == "create":
+            ttl_s = tokens.parse_ttl(args.ttl) if args.ttl else None
+            text, info = await tokens.create(
+                client, "customer" if args.customer else "operator", name=args.name,
+                customer_id=args.customer, ttl_s=ttl_s)
+            print(f"created token {info.name} ({info.role}"
+                  + (f" for {info.customer_id}" if info.customer_id else "")
+                  + (f", expires {info.expires_at}" if info.expires_at else "") + "):",
+                  file=sys.stderr)
+            print(text)
+            return 0
+        if args.action == "list":
+            found = await tokens.list_tokens(client)
+            for t in found:
+                print(f"{t.name:<24} {t.role:<9} {t.customer_id or '-':<16} created "
+                      f"{t.created_at}  expires {t.expires_at or 'never'}")
+            print(f"{len(found)} token(s)", file=sys.stderr)
+            return 0
+        if await tokens.revoke(client, args.name):
+            print(f"revoked {args.name}")
+            return 0
+        print(f"shopctl token revoke: no token named {args.name!r}", file=sys.stderr)
+        return 1
 
 
 async def _dead(args: argparse.Namespace) -> int:

@@ -18,11 +18,12 @@ CUSTOMERS = [
 ]
 
 
-def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+def post(url: str, body: dict, token: str | None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return answer.status, json.load(answer)
@@ -30,11 +31,12 @@ def post(url: str, body: dict) -> tuple[int, dict]:
         return err.code, json.load(err)
 
 
-def load(api_url: str) -> Iterator[str]:
-    """Create the demo records that are missing; say what happened to each."""
+def load(api_url: str, token: str | None) -> Iterator[str]:
+    """Create the demo records that are missing, as the operator whose
+    ``token`` this is (None with authentication off); say what happened to each."""
     for path, records in (("/products", PRODUCTS), ("/customers", CUSTOMERS)):
         for record in records:
-            status, answer = post(api_url + path, record)
+            status, answer = post(api_url + path, record, token)
             if status == 201:
                 yield f"added {path[1:-1]} {record['id']}: {_brief(answer)}"
             elif status == 409:

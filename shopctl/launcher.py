@@ -10,6 +10,9 @@ batch in hand, and Redis last, so nothing is cut off mid-step.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -25,8 +28,10 @@ from typing import IO, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shopctl import demo
+from access import demo as demo_tokens
+from shopctl import demo, processes
 from shopctl.redis_server import PortInUse, RedisServer, port_is_free, wait_until_ready
+from streams.connection import connect_async, redacted
 
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
 # A process that dies is started again after this, doubling while it keeps
@@ -52,6 +57,53 @@ class LauncherSettings(BaseSettings):
     inventory_workers: int = Field(1, ge=1, le=16)
     projectors: int = Field(1, ge=1, le=16)
     demo_data: bool = Field(True, description="Load the demo catalog and customers on start.")
+    api_auth: bool = Field(
+        True, description="Require bearer tokens; false (--no-auth) only on a loopback bind.",
+    )
+
+
+class AlreadyRunning(RuntimeError):
+    """Another launcher runs on this data folder."""
+
+
+class DataLock:
+    """One launcher per data folder: an exclusive lock on ``shopctl.lock`` in it,
+    held as long as the launcher lives (the kernel lets it go when the process
+    dies, by SIGKILL too), with what runs where written inside for the next
+    one to read."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "shopctl.lock"
+        self.file: IO[str] | None = None
+
+    def acquire(self, running: dict[str, object]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = self.path.open("a+")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            try:
+                info = json.loads(file.read() or "{}")
+            except ValueError:
+                info = {}
+            file.close()
+            raise AlreadyRunning(
+                f"shopctl is already running on {self.path.parent} (pid {info.get('pid', '?')}"
+                f", since {info.get('started', '?')}): API on {info.get('api', '?')}, Redis at "
+                f"{info.get('redis', '?')}. Stop it (Ctrl-C in its terminal, or kill "
+                f"{info.get('pid', 'its pid')}), or give this one another --data-dir"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(json.dumps(running) + "\n")
+        file.flush()
+        self.file = file
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing lets the lock go
+            self.file = None
 
 
 @dataclass
@@ -83,6 +135,7 @@ class Launcher:
         self.print_lock = threading.Lock()
         self.redis: RedisServer | None = None
         self.children: list[Child] = []
+        self.lock = DataLock(settings.data_dir.resolve())
 
     @property
     def redis_url(self) -> str:
@@ -108,6 +161,13 @@ class Launcher:
         signal.signal(signal.SIGTERM, self._request_stop)
         code = 0
         try:
+            self.lock.acquire({
+                "pid": os.getpid(), "api": self.api_url, "redis": redacted(self.redis_url),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        except AlreadyRunning as exc:
+            self.say("shopctl", f"error: {exc}")
+            return 1
+        try:
             self.start()
             code = self.watch()
         except (PortInUse, TimeoutError, RuntimeError) as exc:
@@ -115,6 +175,7 @@ class Launcher:
             code = 1
         finally:
             code = self.shutdown() or code
+            self.lock.release()
         return code
 
     def _request_stop(self, _signum: int, _frame: object) -> None:
@@ -133,7 +194,7 @@ class Launcher:
                 "set API_PORT to a free port"
             )
         if s.redis_url:
-            self.say("shopctl", f"using your Redis at {s.redis_url}")
+            self.say("shopctl", f"using your Redis at {redacted(s.redis_url)}")
             wait_until_ready(s.redis_url)
         else:
             data = s.data_dir.resolve() / "redis"
@@ -150,6 +211,7 @@ class Launcher:
             "REDIS_URL": self.redis_url,
             "API_HOST": s.api_host,
             "API_PORT": str(s.api_port),
+            "API_AUTH": str(s.api_auth).lower(),
             "PYTHONUNBUFFERED": "1",
         }
         self._spawn("api", "order_api", env)
@@ -165,11 +227,27 @@ class Launcher:
         self._wait_for_api()
         if self.stop_requested:  # Ctrl-C while starting
             return
+        found = asyncio.run(self._demo_tokens([])) if s.api_auth else {}
         if s.demo_data:
-            for line in demo.load(self.api_url):
+            for line in demo.load(self.api_url, found.get(demo_tokens.OPERATOR)):
                 self.say("demo", line)
+            if s.api_auth:
+                found = asyncio.run(self._demo_tokens([str(c["id"]) for c in demo.CUSTOMERS]))
+        if found:
+            where = demo_tokens.folder(s.data_dir)
+            self.say("shopctl", f"tokens (kept in {where}; use as 'Authorization: Bearer "
+                                "<token>'):")
+            for who, token in found.items():
+                self.say("shopctl", f"  {who:<9} {token}")
+        else:
+            self.say("shopctl", "authentication is OFF (--no-auth): anyone who reaches "
+                                f"{self.api_url} may do anything")
         self.say("shopctl", f"ready: API on {self.api_url} (docs at {self.api_url}/docs), "
-                            f"Redis at {self.redis_url}. Ctrl-C stops everything.")
+                            f"Redis at {redacted(self.redis_url)}. Ctrl-C stops everything.")
+
+    async def _demo_tokens(self, customers: list[str]) -> dict[str, str]:
+        async with connect_async(self.redis_url, max_connections=2) as r:
+            return await demo_tokens.ensure(r, self.settings.data_dir, customers)
 
     def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
         child = Child(name, module, env)
@@ -177,7 +255,7 @@ class Launcher:
         self.children.append(child)
 
     def _start(self, child: Child) -> None:
-        child.proc = subprocess.Popen(
+        child.proc = processes.start_tied(
             [sys.executable, "-m", child.module],
             env=child.env,
             stdout=subprocess.PIPE,

@@ -1,10 +1,17 @@
 """The launcher's processes as the operating system sees them (Linux /proc):
-which is which, and how much memory each used at its peak."""
+which is which, and how much memory each used at its peak; and starting them
+so that they die with the launcher."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def children(parent: int) -> dict[str, int]:
@@ -78,3 +85,33 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _death_signal() -> Callable[[], None] | None:
+    """Where the kernel can do it (Linux), a function for ``Popen(preexec_fn=)``
+    that has the child sent SIGTERM when the process that started it dies, even
+    by SIGKILL: the launcher's children never outlive it. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # bound now, not in the child
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before the line above: go now
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return die_with_parent
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def start_tied(args: list[str], **popen: Any) -> subprocess.Popen:
+    """``subprocess.Popen`` for a child that dies with the process starting it
+    (see ``_death_signal``). Call it from the thread that lives as long as the
+    process: Linux ties the child to the thread that started it."""
+    return subprocess.Popen(args, preexec_fn=_death_signal(), **popen)

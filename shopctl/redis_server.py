@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shopctl import processes
+from streams.connection import redacted
 
 
 class ServerNotFound(RuntimeError):
@@ -120,7 +121,8 @@ def wait_until_ready(
             except (redis.ConnectionError, redis.TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Redis at {url} did not answer within {timeout_s:.0f}s")
+                raise TimeoutError(
+                    f"Redis at {redacted(url)} did not answer within {timeout_s:.0f}s")
             time.sleep(0.05)
     finally:
         client.close()
@@ -171,7 +173,7 @@ class RedisServer:
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = command(self.port, self.data_dir, aof=self.aof, appendfsync=self.appendfsync)
-        self.proc = subprocess.Popen(args, **self.popen)
+        self.proc = processes.start_tied(args, **self.popen)
         wait_until_ready(self.url, proc=self.proc)
         return self
 

@@ -25,6 +25,13 @@ from redis.asyncio.connection import AbstractConnection
 Queued = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 
 
+class NotSent(redis.ConnectionError):
+    """Nothing of the command left this process: no connection could be had,
+    or none could be opened. Safe to try again. Any other connection error or
+    timeout of ``execute_command`` comes after the command was written, when
+    Redis may have run it."""
+
+
 class AutoPipeline:
     def __init__(self, client: redis.asyncio.Redis, max_batch: int = 256) -> None:
         self.client = client
@@ -56,16 +63,33 @@ class AutoPipeline:
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[Queued]) -> None:
+        written = False
+
+        async def round_trip() -> list[Any]:
+            nonlocal written
+            await connection.connect()  # after a drop; nothing when connected
+            written = True
+            return await self._round_trip(connection, batch)
+
         try:
             pool = self.client.connection_pool
-            connection = await pool.get_connection()
+            try:
+                connection = await pool.get_connection()
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                raise NotSent(f"no connection to Redis: {exc}") from exc
             try:
                 # As redis-py's pipeline does: on a dropped connection, reconnect
-                # and send again, as often as the client's retry policy says.
+                # and send again, as often as the client's retry policy says. The
+                # commands it sends (the create-order script) find their own
+                # earlier run and answer as that one did.
                 results = await connection.retry.call_with_retry(
-                    lambda: self._round_trip(connection, batch),
-                    lambda _error: connection.disconnect(),
+                    round_trip, lambda _error: connection.disconnect(),
                 )
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                await connection.disconnect()  # answers may be left unread on it
+                if not written:
+                    raise NotSent(f"could not reach Redis: {exc}") from exc
+                raise
             except BaseException:  # answers may be left unread on it: drop it
                 await connection.disconnect()
                 raise

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ConstantBackoff
+
+
+def redacted(url: str) -> str:
+    """A Redis URL fit for a log line: its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def connect(url: str, *, block_ms: int = 1000) -> redis.Redis:
@@ -23,20 +36,23 @@ def connect(url: str, *, block_ms: int = 1000) -> redis.Redis:
     )
 
 
-def connect_async(url: str, *, max_connections: int = 64) -> redis.asyncio.Redis:
+def connect_async(
+    url: str, *, max_connections: int = 64, timeout_s: float = 5.0
+) -> redis.asyncio.Redis:
     """An asyncio client for the API.
 
-    Requests beyond ``max_connections`` wait (up to 5 s) for a free connection
-    instead of failing. When Redis is down a request fails fast (one quick
-    retry) so that the caller gets its 503 at once.
+    Requests beyond ``max_connections`` wait (up to ``timeout_s``) for a free
+    connection instead of failing, and a command waits up to ``timeout_s`` for
+    its answer. When Redis is down a request fails fast (one quick retry) so
+    that the caller gets its 503 at once.
     """
     pool: redis.asyncio.BlockingConnectionPool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=5,
+        timeout=timeout_s,
         decode_responses=True,
-        socket_connect_timeout=1,
-        socket_timeout=5,
+        socket_connect_timeout=min(1.0, timeout_s),
+        socket_timeout=timeout_s,
         health_check_interval=30,
         retry=AsyncRetry(ConstantBackoff(0.05), 1),  # type: ignore[arg-type]  # seconds, float is fine
     )

@@ -137,6 +137,24 @@ def delivery_error(group: str, stream: str, entry_id: str) -> str:
     return f"{GLOBAL_PREFIX}:error:{group}:{stream}:{entry_id}"
 
 
-def idempotency(key: str) -> str:
-    """The order placed with one ``Idempotency-Key`` (and its body's digest); expires."""
-    return f"{GLOBAL_PREFIX}:idempotency:{key}"
+def idempotency(customer_id: str, key: str) -> str:
+    """The order one customer placed with one ``Idempotency-Key`` (and its body's
+    digest); expires. Scoped per customer: nobody can take another's keys."""
+    return f"{GLOBAL_PREFIX}:idempotency:{customer_id}:{key}"
+
+
+def token(token_id: str) -> str:
+    """Hash of one API token: name, role, customer, the SHA-256 of its secret,
+    times. Expires with the token."""
+    return f"{GLOBAL_PREFIX}:token:{token_id}"
+
+
+def token_names() -> str:
+    """Hash token name -> token id: names are unique, for ``shopctl token list``
+    and ``revoke``."""
+    return f"{GLOBAL_PREFIX}:token-names"
+
+
+def customers_index() -> str:
+    """Sorted set of every customer id (score 0: in id order), for ``GET /customers``."""
+    return f"{GLOBAL_PREFIX}:customers"

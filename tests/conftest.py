@@ -7,15 +7,46 @@ uses it starts from an empty database.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 
 import fakeredis
 import pytest
 import redis
 import redis.asyncio
 
+from access import tokens
+from order_api.main import asgi, create_app
+from order_api.settings import ApiSettings
 from shopctl.redis_server import RedisServer, free_port
 from tests.shop import Shop
+
+# What TestClient sends as its Host header.
+TEST_HOSTS = "testserver"
+
+
+def api_app(client: redis.asyncio.Redis, **settings: object) -> object:
+    """The API as it is served (guard, hot path, app) on ``client``."""
+    return asgi(create_app(ApiSettings(api_trusted_hosts=TEST_HOSTS, **settings),  # type: ignore[arg-type]
+                           client=client))
+
+
+def make_token(connect: Callable[[], redis.asyncio.Redis], role: tokens.Role,
+               customer: str | None = None) -> str:
+    """A new token, through a client of its own (the caller's may be bound to
+    another event loop)."""
+    async def create() -> str:
+        r = connect()
+        try:
+            return (await tokens.create(r, role, customer_id=customer))[0]
+        finally:
+            await r.aclose()
+
+    return asyncio.run(create())
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="session")

@@ -51,12 +51,12 @@ class Shop:
             {"customer_id": customer,
              "lines": [{"product_id": p, "quantity": q} for p, q in lines]}
         )
-        return asyncio.run(self._place(body))
+        return asyncio.run(self._place(body, customer))
 
-    async def _place(self, body: OrderIn) -> str:
+    async def _place(self, body: OrderIn, customer: str) -> str:
         client = self._async_client()
         try:
-            return (await orders.place(client, body))[0].id
+            return (await orders.place(client, body, customer))[0].id
         finally:
             await client.aclose()
 

@@ -7,29 +7,50 @@ import os
 import re
 from collections.abc import Iterator
 
+import fakeredis
 import pytest
 import redis.asyncio
 from fastapi.testclient import TestClient
 
-from order_api.main import HotPath, create_app
 from order_api.orders import new_order_id
-from order_api.settings import ApiSettings
 from shopctl.redis_server import free_port
 from streams.connection import connect_async
+from tests.conftest import api_app, bearer, make_token
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def api(afake: redis.asyncio.Redis) -> Iterator[TestClient]:
-    with TestClient(create_app(ApiSettings(), client=afake)) as client:
+def tokens(fake_server: fakeredis.FakeServer) -> dict[str, dict[str, str]]:
+    """Authorization headers: an operator's, and alice's and bob's (made once
+    the API has created them)."""
+    return {"operator": bearer(make_token(
+        lambda: fakeredis.FakeAsyncRedis(server=fake_server, decode_responses=True), "operator"))}
+
+
+@pytest.fixture
+def api(afake: redis.asyncio.Redis, fake_server: fakeredis.FakeServer,
+        tokens: dict[str, dict[str, str]]) -> Iterator[TestClient]:
+    """The API as served, as an operator by default; ``ALICE`` and ``BOB`` act
+    as those customers."""
+    with TestClient(api_app(afake), headers=tokens["operator"]) as client:
         client.post("/products", json={"id": "item1", "name": "Beans", "price_cents": 2400,
                                        "stock": 100})
         client.post("/products", json={"id": "item2", "name": "Cup", "price_cents": 1200,
                                        "stock": 50})
         client.post("/customers", json={"id": "alice", "name": "Alice",
                                         "email": "alice@example.com", "balance_cents": 100_000})
+        client.post("/customers", json={"id": "bob", "name": "Bob", "email": "b@example.com"})
+        for who in ("alice", "bob"):
+            tokens[who] = bearer(make_token(
+                lambda: fakeredis.FakeAsyncRedis(server=fake_server, decode_responses=True),
+                "customer", who))
         yield client
+
+
+@pytest.fixture
+def alice(tokens: dict[str, dict[str, str]], api: TestClient) -> dict[str, str]:
+    return tokens["alice"]
 
 
 def test_a_product_is_added_read_listed_changed_and_restocked(api: TestClient) -> None:
@@ -55,8 +76,10 @@ def test_a_customer_is_added_and_read_with_the_balance(api: TestClient) -> None:
     assert api.get("/customers/alice").json()["balance_cents"] == 100_000
 
 
-def test_an_order_is_accepted_pending_with_prices_total_and_location(api: TestClient) -> None:
-    answer = api.post("/orders", json={"customer_id": "alice", "lines": [
+def test_an_order_is_accepted_pending_with_prices_total_and_location(
+    api: TestClient, alice: dict[str, str]
+) -> None:
+    answer = api.post("/orders", headers=alice, json={"lines": [
         {"product_id": "item1", "quantity": 2}, {"product_id": "item2", "quantity": 3}]})
     assert answer.status_code == 202
     order = answer.json()
@@ -66,15 +89,17 @@ def test_an_order_is_accepted_pending_with_prices_total_and_location(api: TestCl
     assert order["lines"][0] == {"product_id": "item1", "quantity": 2, "price_cents": 2400}
     [created] = order["history"]
     assert created["type"] == "order.created" and created["stream"] == "orders.created"
+    assert order["customer_id"] == "alice"  # the token's customer
     assert api.get(answer.headers["location"]).json() == order  # the answer is what is stored
 
 
-def test_orders_are_listed_newest_first_filtered_and_paginated(api: TestClient) -> None:
-    api.post("/customers", json={"id": "bob", "name": "Bob", "email": "b@example.com"})
+def test_orders_are_listed_newest_first_filtered_and_paginated(
+    api: TestClient, tokens: dict[str, dict[str, str]]
+) -> None:
     ids = []
     for customer in ("alice", "bob", "alice", "alice"):
-        answer = api.post("/orders", json={"customer_id": customer,
-                                           "lines": [{"product_id": "item1", "quantity": 1}]})
+        answer = api.post("/orders", headers=tokens[customer], json={
+            "customer_id": customer, "lines": [{"product_id": "item1", "quantity": 1}]})
         ids.append(answer.json()["id"])
     page = api.get("/orders", params={"customer_id": "alice", "limit": 2}).json()
     assert page["total"] == 3 and page["next_offset"] == 2
@@ -100,7 +125,8 @@ def test_orders_are_listed_newest_first_filtered_and_paginated(api: TestClient) 
         ("post", "/customers", {"id": "alice", "name": "A", "email": "a@b.c"}, 409,
          "customer 'alice' already exists"),
         ("post", "/orders", {"customer_id": "zed", "lines": [
-            {"product_id": "item1", "quantity": 1}]}, 422, "customer 'zed' does not exist"),
+            {"product_id": "item1", "quantity": 1}]}, 403,
+         "this token acts for customer 'alice', not 'zed'"),
         ("post", "/orders", {"customer_id": "alice", "lines": [
             {"product_id": "item9", "quantity": 1}]}, 422, "unknown product(s): 'item9'"),
         ("post", "/orders", {"customer_id": "alice", "lines": []}, 422,
@@ -117,8 +143,15 @@ def test_orders_are_listed_newest_first_filtered_and_paginated(api: TestClient) 
         ("post", "/orders", {"customer_id": "alice", "lines": [
             {"product_id": "item1", "quantity": 1}] * 51}, 422,
          "lines: List should have at most 50 items"),
-        ("post", "/orders", {"lines": [{"product_id": "item1", "quantity": 1}]}, 422,
-         "customer_id: Field required"),
+        ("post", "/orders", {"customer_id": "a:b", "lines": [
+            {"product_id": "item1", "quantity": 1}]}, 422, "customer_id: String should match"),
+        ("get", "/orders/ord_1:history", None, 422, "path.order_id: String should match"),
+        ("get", "/products/a%20b", None, 422, "path.product_id: String should match"),
+        ("get", "/orders?offset=9223372036854775807", None, 422,
+         "query.offset: Input should be less than or equal to 1000000"),
+        ("post", "/products", "{bad", 422, "JSON decode error"),
+        ("post", "/customers", "[1", 422, "JSON decode error"),
+        ("delete", "/products/nope", None, 404, "product 'nope' not found"),
         ("post", "/products", {"name": "x", "price_cents": 12.5}, 422,
          "price_cents: Input should be a valid integer"),
         ("post", "/products", {"id": "a:b", "name": "x", "price_cents": 1}, 422,
@@ -130,15 +163,22 @@ def test_orders_are_listed_newest_first_filtered_and_paginated(api: TestClient) 
     ],
 )
 def test_bad_requests_get_a_clear_4xx_naming_the_problem(
-    api: TestClient, method: str, path: str, body: dict | None, status: int, detail: str
+    api: TestClient, alice: dict[str, str], method: str, path: str, body: dict | str | None,
+    status: int, detail: str
 ) -> None:
-    answer = api.request(method, path, json=body)
+    headers = alice if (method, path) == ("post", "/orders") else None
+    if isinstance(body, str):  # not JSON at all
+        answer = api.request(method, path, content=body,
+                             headers={"Content-Type": "application/json", **(headers or {})})
+    else:
+        answer = api.request(method, path, json=body, headers=headers)
     assert answer.status_code == status
     assert detail in answer.json()["detail"]
 
 
-def test_a_body_that_is_not_json_is_a_422(api: TestClient) -> None:
-    answer = api.post("/orders", content=b"{nope", headers={"content-type": "application/json"})
+def test_a_body_that_is_not_json_is_a_422(api: TestClient, alice: dict[str, str]) -> None:
+    answer = api.post("/orders", content=b"{nope",
+                      headers={"content-type": "application/json", **alice})
     assert answer.status_code == 422
     assert answer.json()["detail"].startswith("body: Invalid JSON: key must be a string")
 
@@ -150,7 +190,8 @@ def test_health_and_readiness(api: TestClient) -> None:
 
 def test_redis_unreachable_is_a_503_with_retry_after_not_a_stack_trace() -> None:
     nowhere = connect_async(f"redis://127.0.0.1:{free_port()}/0")
-    with TestClient(create_app(ApiSettings(), client=nowhere)) as api:
+    someone = bearer("shop_" + "0" * 16 + "_" + "x" * 43)  # checking it needs Redis
+    with TestClient(api_app(nowhere), headers=someone) as api:
         assert api.get("/healthz").status_code == 200
         for method, path, body in [
             ("get", "/readyz", None),
@@ -161,35 +202,38 @@ def test_redis_unreachable_is_a_503_with_retry_after_not_a_stack_trace() -> None
             answer = api.request(method, path, json=body)
             assert answer.status_code == 503
             assert answer.headers["retry-after"] == "1"
-            assert answer.json() == {"detail": "the data store is unreachable; try again shortly"}
+            assert answer.json() == {
+                "detail": "the data store is unreachable and nothing was done; try again shortly"}
 
 
 ORDER = {"customer_id": "alice", "lines": [{"product_id": "item1", "quantity": 2}]}
 
 
 def test_an_idempotency_key_gets_the_same_order_not_a_second_one(
-    api: TestClient, afake: redis.asyncio.Redis
+    api: TestClient, afake: redis.asyncio.Redis, alice: dict[str, str]
 ) -> None:
-    first = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "checkout-42"})
-    again = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "checkout-42"})
+    first = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "checkout-42", **alice})
+    again = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "checkout-42", **alice})
     assert first.status_code == again.status_code == 202
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["location"] == first.headers["location"]
     assert again.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
     assert api.get("/orders").json()["total"] == 1
-    other = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "checkout-43"})
+    other = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "checkout-43", **alice})
     assert other.json()["id"] != first.json()["id"]
     assert api.get("/orders").json()["total"] == 2
     # The key expires after a day.
-    ttl = asyncio.run(afake.ttl("shop:idempotency:checkout-42"))
+    ttl = asyncio.run(afake.ttl("shop:idempotency:alice:checkout-42"))
     assert 24 * 3600 - 5 < ttl <= 24 * 3600
 
 
-def test_reusing_an_idempotency_key_for_another_body_is_a_422(api: TestClient) -> None:
-    api.post("/orders", json=ORDER, headers={"Idempotency-Key": "k1"})
+def test_reusing_an_idempotency_key_for_another_body_is_a_422(
+    api: TestClient, alice: dict[str, str]
+) -> None:
+    api.post("/orders", json=ORDER, headers={"Idempotency-Key": "k1", **alice})
     changed = ORDER | {"lines": [{"product_id": "item1", "quantity": 3}]}
-    answer = api.post("/orders", json=changed, headers={"Idempotency-Key": "k1"})
+    answer = api.post("/orders", json=changed, headers={"Idempotency-Key": "k1", **alice})
     assert answer.status_code == 422
     assert answer.json()["detail"] == (
         "Idempotency-Key 'k1' was already used for a different order body; "
@@ -199,8 +243,10 @@ def test_reusing_an_idempotency_key_for_another_body_is_a_422(api: TestClient) -
 
 
 @pytest.mark.parametrize("key", ["has space", "x" * 201, ""])
-def test_a_malformed_idempotency_key_is_a_422(api: TestClient, key: str) -> None:
-    answer = api.post("/orders", json=ORDER, headers={"Idempotency-Key": key})
+def test_a_malformed_idempotency_key_is_a_422(
+    api: TestClient, alice: dict[str, str], key: str
+) -> None:
+    answer = api.post("/orders", json=ORDER, headers={"Idempotency-Key": key, **alice})
     assert answer.status_code == 422
     assert answer.json()["detail"].startswith("header.Idempotency-Key: String should")
 
@@ -214,9 +260,9 @@ def test_products_are_searched_by_words_of_their_id_or_name(api: TestClient) -> 
 
 
 def test_operators_see_streams_groups_and_dead_letters(
-    api: TestClient, afake: redis.asyncio.Redis
+    api: TestClient, afake: redis.asyncio.Redis, alice: dict[str, str]
 ) -> None:
-    api.post("/orders", json=ORDER)
+    api.post("/orders", json=ORDER, headers=alice)
     asyncio.run(afake.xadd("orders.created", {"hello": "world"}))
     asyncio.run(afake.xgroup_create("orders.created", "payment", id="0"))
     streams = {s["name"]: s for s in api.get("/ops/streams").json()}
@@ -249,28 +295,20 @@ def test_the_order_body_and_key_are_described_in_openapi(api: TestClient) -> Non
         "$ref": "#/components/schemas/OrderOut"}
 
 
-def test_the_hot_path_answers_as_the_app_does(afake: redis.asyncio.Redis) -> None:
-    """In production POST /orders is served by HotPath, in front of the app: the
-    same answers, the same errors."""
-    with TestClient(HotPath(create_app(ApiSettings(), client=afake))) as hot:
-        hot.post("/products", json={"id": "item1", "name": "Beans", "price_cents": 2400,
-                                    "stock": 10})
-        hot.post("/customers", json={"id": "alice", "name": "Alice",
-                                     "email": "alice@example.com", "balance_cents": 10_000})
-        placed = hot.post("/orders", json=ORDER, headers={"Idempotency-Key": "hot-1"})
-        assert placed.status_code == 202 and placed.json()["total_cents"] == 4800
-        assert placed.headers["location"] == f"/orders/{placed.json()['id']}"
-        again = hot.post("/orders", json=ORDER, headers={"Idempotency-Key": "hot-1"})
-        assert again.json()["id"] == placed.json()["id"]
-        bad = hot.post("/orders", json={"customer_id": "alice", "lines": []})
-        assert bad.status_code == 422 and bad.json()["detail"].startswith("lines: List should")
-        unknown = hot.post("/orders", json={"customer_id": "zoe", "lines": ORDER["lines"]})
-        assert unknown.status_code == 422 and "customer 'zoe' does not exist" in unknown.text
-        assert hot.get("/orders").json()["total"] == 1  # everything else: the app
-    nowhere = connect_async(f"redis://127.0.0.1:{free_port()}/0")
-    with TestClient(HotPath(create_app(ApiSettings(), client=nowhere))) as hot:
-        down = hot.post("/orders", json=ORDER)
-        assert down.status_code == 503 and down.headers["retry-after"] == "1"
+def test_the_hot_path_answers_as_the_app_does(api: TestClient, alice: dict[str, str]) -> None:
+    """In production POST /orders is served by HotPath, in front of the app (as
+    here): the same answers, the same errors."""
+    placed = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "hot-1", **alice})
+    assert placed.status_code == 202 and placed.json()["total_cents"] == 4800
+    assert placed.headers["location"] == f"/orders/{placed.json()['id']}"
+    again = api.post("/orders", json=ORDER, headers={"Idempotency-Key": "hot-1", **alice})
+    assert again.json()["id"] == placed.json()["id"]
+    bad = api.post("/orders", json={"lines": []}, headers=alice)
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("lines: List should")
+    unknown = api.post("/orders", json={"lines": [{"product_id": "tea", "quantity": 1}]},
+                       headers=alice)
+    assert unknown.status_code == 422 and "unknown product(s): 'tea'" in unknown.text
+    assert api.get("/orders").json()["total"] == 1  # everything else: the app
 
 
 def test_order_ids_are_unguessable_and_a_forked_process_never_repeats_its_parents() -> None:

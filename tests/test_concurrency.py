@@ -13,14 +13,13 @@ import pytest
 import redis
 import redis.asyncio
 
-from order_api.main import create_app
 from order_api.schemas import FINAL_STATUSES
-from order_api.settings import ApiSettings
 from shopctl.redis_server import RedisServer
 from streams import keys
 from streams.connection import connect_async
 from streams.consumer import Consumer
 from tests import invariants
+from tests.conftest import api_app, bearer, make_token
 from tests.shop import GROUPS, Shop, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -28,14 +27,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ORDERS, STOCK, CUSTOMERS = 200, 50, 20
 
 
+def tokens_of(url: str, customers: list[str]) -> dict[str, dict[str, str]]:
+    connect = lambda: redis.asyncio.Redis.from_url(url, decode_responses=True)  # noqa: E731
+    return {c: bearer(make_token(connect, "customer", c)) for c in customers}
+
+
 async def place_all(url: str, customers: list[str]) -> list[httpx2.Response]:
+    tokens = await asyncio.to_thread(tokens_of, url, customers)
     client = connect_async(url)
-    app = create_app(ApiSettings(), client=client)
-    transport = httpx2.ASGITransport(app=app)
-    async with httpx2.AsyncClient(transport=transport, base_url="http://shop") as http:
+    transport = httpx2.ASGITransport(app=api_app(client))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
         answers = await asyncio.gather(*(
-            http.post("/orders", json={
-                "customer_id": customers[i % len(customers)],
+            http.post("/orders", headers=tokens[customers[i % len(customers)]], json={
                 "lines": [{"product_id": "item2", "quantity": 1}],
             })
             for i in range(ORDERS)
@@ -97,14 +100,15 @@ def test_racing_requests_with_one_idempotency_key_place_one_order(
     real_shop.product("item2", stock=STOCK, price_cents=1200)
     real_shop.customer("alice", 1_000_000)
 
+    alice = tokens_of(redis_server.url, ["alice"])["alice"]
+
     async def race() -> list[httpx2.Response]:
         client = connect_async(redis_server.url)
-        app = create_app(ApiSettings(), client=client)
-        transport = httpx2.ASGITransport(app=app)
-        body = {"customer_id": "alice", "lines": [{"product_id": "item2", "quantity": 1}]}
-        async with httpx2.AsyncClient(transport=transport, base_url="http://shop") as http:
+        transport = httpx2.ASGITransport(app=api_app(client))
+        body = {"lines": [{"product_id": "item2", "quantity": 1}]}
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
             answers = await asyncio.gather(*(
-                http.post("/orders", json=body, headers={"Idempotency-Key": "retry-me"})
+                http.post("/orders", json=body, headers={"Idempotency-Key": "retry-me", **alice})
                 for _ in range(20)
             ))
         await client.aclose()

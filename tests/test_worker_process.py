@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 from fastapi.testclient import TestClient
 
-from order_api.main import create_app
-from order_api.settings import ApiSettings
 from shopctl import processes
 from shopctl.redis_server import AOF_REWRITE_RETRY_S, BACKGROUND_NICE, RedisServer, free_port
 from streams import keys
 from streams.connection import connect_async
 from streams.consumer import Consumer
+from tests.conftest import api_app, bearer, make_token
 from tests.shop import GROUPS, Shop
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -122,9 +122,12 @@ def test_the_api_answers_503_during_an_outage_and_recovers_by_itself(tmp_path: P
                 lambda: redis.asyncio.Redis.from_url(server.url, decode_responses=True))
     shop.product("item1", stock=10)
     shop.customer("alice", 10_000)
-    body = {"customer_id": "alice", "lines": [{"product_id": "item1", "quantity": 1}]}
+    body = {"lines": [{"product_id": "item1", "quantity": 1}]}
+    alice = bearer(make_token(
+        lambda: redis.asyncio.Redis.from_url(server.url, decode_responses=True), "customer",
+        "alice"))
     try:
-        with TestClient(create_app(ApiSettings(), client=connect_async(server.url))) as api:
+        with TestClient(api_app(connect_async(server.url)), headers=alice) as api:
             first = api.post("/orders", json=body)
             assert first.status_code == 202
             server.stop()

@@ -2,30 +2,32 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from order_api import ops
+from order_api.auth import operator
 from order_api.deps import RedisDep
 from order_api.errors import Unprocessable
-from order_api.schemas import DeadLetterOut, Replay, ReplayOut, StreamHealth
+from order_api.schemas import DeadLetterOut, Replay, ReplayOut, StreamHealth, answers
 from streams import deadletter
 
-router = APIRouter(prefix="/ops", tags=["operations"])
+router = APIRouter(prefix="/ops", tags=["operations"], dependencies=[Depends(operator)],
+                   responses=answers(401, 403))
 
 
 @router.get("/streams", response_model=list[StreamHealth])
 async def streams(r: RedisDep) -> list[StreamHealth]:
-    """Each stream: length, consumer groups (pending, lag), dead letters."""
+    """Each stream: length, consumer groups (pending, lag), dead letters (operator)."""
     return await ops.streams(r)
 
 
-@router.get("/dead-letters", response_model=list[DeadLetterOut])
+@router.get("/dead-letters", response_model=list[DeadLetterOut], responses=answers(422))
 async def dead_letters(
     r: RedisDep,
-    stream: str | None = None,
+    stream: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
-    """Dead letters, newest first (of one stream, e.g. orders.created, or all)."""
+    """Dead letters, newest first, of one stream (e.g. orders.created) or all (operator)."""
     try:
         found = await deadletter.list_dead(r, stream, limit)
     except ValueError as exc:
@@ -42,9 +44,9 @@ async def dead_letters(
     ]
 
 
-@router.post("/dead-letters/replay", response_model=ReplayOut)
+@router.post("/dead-letters/replay", response_model=ReplayOut, responses=answers(413, 415, 422))
 async def replay(body: Replay, r: RedisDep) -> ReplayOut:
-    """Put dead letters back on their streams (handlers are idempotent)."""
+    """Put dead letters back on their streams; handlers are idempotent (operator)."""
     try:
         return ReplayOut(results=await deadletter.replay(r, body.refs))
     except ValueError as exc:

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 
 from order_api import catalog
+from order_api.auth import Operator
 from order_api.deps import RedisDep
 from order_api.models import Product
-from order_api.schemas import ProductIn, ProductOut, ProductPatch, Restock
+from order_api.schemas import PathId, ProductIn, ProductOut, ProductPatch, Restock, answers
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -18,13 +19,14 @@ def _out(product: Product) -> ProductOut:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ProductOut)
-async def add_product(body: ProductIn, r: RedisDep) -> ProductOut:
-    """Add a product to the catalog (409 if the id is taken)."""
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ProductOut,
+             responses=answers(401, 403, 409, 413, 415, 422))
+async def add_product(body: ProductIn, r: RedisDep, _: Operator) -> ProductOut:
+    """Add a product to the catalog (operator; 409 if the id is taken)."""
     return _out(await catalog.add_product(r, body))
 
 
-@router.get("", response_model=list[ProductOut])
+@router.get("", response_model=list[ProductOut], responses=answers(422))
 async def list_products(
     r: RedisDep,
     q: Annotated[str | None, Query(max_length=200, description="Words in the id or name.")] = None,
@@ -33,19 +35,32 @@ async def list_products(
     return [_out(p) for p in await catalog.list_products(r, q)]
 
 
-@router.get("/{product_id}", response_model=ProductOut)
-async def get_product(product_id: str, r: RedisDep) -> ProductOut:
+@router.get("/{product_id}", response_model=ProductOut, responses=answers(404, 422))
+async def get_product(product_id: PathId, r: RedisDep) -> ProductOut:
     """Get one product."""
     return _out(await catalog.get_product(r, product_id))
 
 
-@router.patch("/{product_id}", response_model=ProductOut)
-async def update_product(product_id: str, body: ProductPatch, r: RedisDep) -> ProductOut:
-    """Change a product's name or price (orders already placed keep their price)."""
+@router.patch("/{product_id}", response_model=ProductOut,
+              responses=answers(401, 403, 404, 413, 415, 422))
+async def update_product(
+    product_id: PathId, body: ProductPatch, r: RedisDep, _: Operator
+) -> ProductOut:
+    """Change a product's name or price (operator; orders already placed keep their price)."""
     return _out(await catalog.update_product(r, product_id, body))
 
 
-@router.post("/{product_id}/restock", response_model=ProductOut)
-async def restock(product_id: str, body: Restock, r: RedisDep) -> ProductOut:
-    """Add stock, atomically."""
+@router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT,
+               response_class=Response, responses=answers(401, 403, 404, 422))
+async def delete_product(product_id: PathId, r: RedisDep, _: Operator) -> Response:
+    """Take a product off the catalog (operator): new orders for it are refused; one
+    already placed is rejected by the inventory step and refunded."""
+    await catalog.delete_product(r, product_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{product_id}/restock", response_model=ProductOut,
+             responses=answers(401, 403, 404, 413, 415, 422))
+async def restock(product_id: PathId, body: Restock, r: RedisDep, _: Operator) -> ProductOut:
+    """Add stock, atomically (operator)."""
     return _out(await catalog.restock(r, product_id, body.quantity))

@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
 
-from order_api.main import NO_TELEMETRY, run_server
+from order_api.main import NO_TELEMETRY
 from order_api.schemas import OrderIn
+from order_api.server import run_server
 from order_api.settings import ApiSettings
 from streams import keys, logs
 from streams.connection import connect_async

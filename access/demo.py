@@ -1,0 +1,43 @@
+"""The demo tokens ``shopctl up`` keeps in the data folder, one file each
+(``.data/tokens/alice``), so that the README's walk-through can read them
+in bash (``$(cat .data/tokens/alice)``) and PowerShell
+(``Get-Content .data/tokens/alice``).
+
+A token is kept while it still works. One that no longer does (revoked, or
+the data behind it gone) is made anew under the same name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from access import tokens
+
+OPERATOR = "operator"
+
+
+def folder(data_dir: Path) -> Path:
+    return data_dir / "tokens"
+
+
+async def ensure(r: Any, data_dir: Path, customers: list[str]) -> dict[str, str]:
+    """A working token for an operator and for each of ``customers``, by who
+    it is for (``operator``, ``alice``, ...); made when missing."""
+    where = folder(data_dir)
+    where.mkdir(parents=True, exist_ok=True)
+    found: dict[str, str] = {}
+    for who in (OPERATOR, *customers):
+        path = where / who
+        token = path.read_text().strip() if path.is_file() else ""
+        if not token or await tokens.verify(r, token) is None:
+            name = f"demo-{who}"
+            await tokens.revoke(r, name)
+            token, _ = await tokens.create(
+                r, "operator" if who == OPERATOR else "customer", name=name,
+                customer_id=None if who == OPERATOR else who)
+            path.write_text(token + "\n")
+            os.chmod(path, 0o600)  # a secret: the owner's only
+        found[who] = token
+    return found
