@@ -1,10 +1,12 @@
-"""The order API over HTTP, as both servers call it. Every failure becomes a
-``ToolError`` whose message says what to fix: the API's own ``detail`` for a
-4xx, and what to check when the API or its data store cannot be reached."""
+"""The order API over HTTP, as both servers call it, with the server's own
+token. Every failure becomes a ``ToolError`` whose message says what to fix:
+the API's own ``detail`` for a 4xx, and what to check when the API or its
+data store cannot be reached."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
 from mcp.server.mcpserver.exceptions import ToolError
@@ -16,9 +18,17 @@ class ApiError(ToolError):
         self.status = status
 
 
+def path(*segments: str) -> str:
+    """A path of the API from segments, each one escaped: an argument is only
+    ever a segment (``../customers/alice`` stays one, and is refused as an id)."""
+    return "/" + "/".join(quote(segment, safe="") for segment in segments)
+
+
 class ShopApi:
-    def __init__(self, base_url: str, client: httpx2.AsyncClient | None = None) -> None:
+    def __init__(self, base_url: str, token: str | None = None,
+                 client: httpx2.AsyncClient | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = client
 
     @property
@@ -37,9 +47,14 @@ class ShopApi:
     async def patch(self, path: str, body: Any) -> Any:
         return await self._send("PATCH", path, json=body)
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def delete(self, path: str) -> None:
+        await self._send("DELETE", path)
+
+    async def _send(self, method: str, path: str, headers: dict[str, str] | None = None,
+                    **kwargs: Any) -> Any:
         try:
-            answer = await self.client.request(method, path, **kwargs)
+            answer = await self.client.request(method, path, headers=self.headers | (headers or {}),
+                                               **kwargs)
         except httpx2.TransportError as exc:
             raise ToolError(
                 f"the order API at {self.base_url} is unreachable ({type(exc).__name__}); "
@@ -48,10 +63,16 @@ class ShopApi:
         if answer.status_code == 503:
             raise ApiError(503, "the shop's data store is unreachable right now; "
                                 "try again in a second")
+        if answer.status_code == 401:
+            raise ApiError(401, "the shop refused this server's token (SHOP_API_TOKEN): "
+                                + _detail(answer))
         if answer.status_code >= 400:
-            try:
-                detail = answer.json()["detail"]
-            except (ValueError, KeyError, TypeError):
-                detail = answer.text[:300]
-            raise ApiError(answer.status_code, str(detail))
-        return answer.json()
+            raise ApiError(answer.status_code, _detail(answer))
+        return answer.json() if answer.content else None
+
+
+def _detail(answer: httpx2.Response) -> str:
+    try:
+        return str(answer.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return answer.text[:300]

@@ -11,11 +11,13 @@ import sys
 from typing import Annotated
 
 from mcp.server.mcpserver import MCPServer
+from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_servers import serve
-from mcp_servers.api import ShopApi
+from mcp_servers.api import ShopApi, path
 from mcp_servers.settings import LogLevel
+from mcp_servers.tools import StrictServer
 from order_api.schemas import (
     DeadLetterOut,
     Id,
@@ -36,7 +38,13 @@ acknowledged) and dead letters (messages no worker could handle), which
 list_dead_letters explains and replay_dead_letters retries once the cause is
 fixed. A replay is safe: the workers never apply the same effect twice."""
 
-ProductId = Annotated[str, Field(description="The product's id, e.g. item2.")]
+ProductId = Annotated[Id, Field(description="The product's id, e.g. item2.")]
+READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+
+
+def change(*, idempotent: bool, destructive: bool = False) -> ToolAnnotations:
+    return ToolAnnotations(read_only_hint=False, destructive_hint=destructive,
+                           idempotent_hint=idempotent, open_world_hint=False)
 
 
 class StockLine(ProductOut):
@@ -56,11 +64,17 @@ class HealthReport(BaseModel):
     summary: str
 
 
+class DeadLetters(BaseModel):
+    dead_letters: list[DeadLetterOut] = Field(description="Newest first; may be empty.")
+    count: int
+
+
 def create_server(api: ShopApi, log_level: LogLevel = "WARNING") -> MCPServer:
     """The server, calling the order API through ``api``; logs go to stderr."""
-    server = MCPServer("ops", instructions=INSTRUCTIONS, version="1.0.0", log_level=log_level)
+    server = StrictServer("ops", instructions=INSTRUCTIONS, version="1.1.0",
+                          log_level=log_level)
 
-    @server.tool()
+    @server.tool(title="Stock report", annotations=READ)
     async def stock_report(
         low_at: Annotated[int, Field(
             ge=0, le=1_000_000, description="A product with this many units or fewer is low.")]
@@ -74,17 +88,17 @@ def create_server(api: ShopApi, log_level: LogLevel = "WARNING") -> MCPServer:
         )
         return StockReport(products=lines, low=[line.id for line in lines if line.low])
 
-    @server.tool()
+    @server.tool(title="Restock a product", annotations=change(idempotent=False))
     async def restock(
         product_id: ProductId,
         quantity: Annotated[int, Field(ge=1, le=1_000_000, description="Units to add.")],
     ) -> ProductOut:
         """Add units to a product's stock (atomically; orders in flight are safe)."""
         return ProductOut.model_validate(
-            await api.post(f"/products/{product_id}/restock", {"quantity": quantity})
+            await api.post(path("products", product_id, "restock"), {"quantity": quantity})
         )
 
-    @server.tool()
+    @server.tool(title="Add a product", annotations=change(idempotent=False))
     async def add_product(
         name: Annotated[str, Field(min_length=1, max_length=200,
                                    description="What customers see, e.g. Green tea, 100 g.")],
@@ -100,17 +114,25 @@ def create_server(api: ShopApi, log_level: LogLevel = "WARNING") -> MCPServer:
             body["id"] = product_id
         return ProductOut.model_validate(await api.post("/products", body))
 
-    @server.tool()
+    @server.tool(title="Take a product off the catalog",
+                 annotations=change(idempotent=True, destructive=True))
+    async def delete_product(product_id: ProductId) -> str:
+        """Delete a product: new orders for it are refused, and an order already placed for
+        it is rejected by the inventory step and refunded."""
+        await api.delete(path("products", product_id))
+        return f"product {product_id} deleted"
+
+    @server.tool(title="Set a price", annotations=change(idempotent=True))
     async def set_price(
         product_id: ProductId,
         price_cents: Annotated[PriceCents, Field(description="New price in integer cents.")],
     ) -> ProductOut:
         """Change a product's price; orders already placed keep the price they were placed at."""
         return ProductOut.model_validate(
-            await api.patch(f"/products/{product_id}", {"price_cents": price_cents})
+            await api.patch(path("products", product_id), {"price_cents": price_cents})
         )
 
-    @server.tool()
+    @server.tool(title="Stream health", annotations=READ)
     async def stream_health() -> HealthReport:
         """Each stream's length, its consumer groups' lag and pending messages, and its
         dead letters; with totals and a one-line summary."""
@@ -130,20 +152,21 @@ def create_server(api: ShopApi, log_level: LogLevel = "WARNING") -> MCPServer:
         return HealthReport(streams=streams, lag=lag, pending=pending, dead_letters=dead,
                             summary=summary)
 
-    @server.tool()
+    @server.tool(title="List dead letters", annotations=READ)
     async def list_dead_letters(
         stream: Annotated[str | None, Field(
-            description="Only this stream's, e.g. orders.created.")] = None,
+            max_length=200, description="Only this stream's, e.g. orders.created.")] = None,
         limit: Annotated[int, Field(ge=1, le=1000, description="At most this many.")] = 20,
-    ) -> list[DeadLetterOut]:
+    ) -> DeadLetters:
         """Messages no worker could handle, newest first: the order, the group that gave
         up, how many times it was delivered and why."""
         found = await api.get("/ops/dead-letters", stream=stream, limit=limit)
-        return [DeadLetterOut.model_validate(d) for d in found]
+        letters = [DeadLetterOut.model_validate(d) for d in found]
+        return DeadLetters(dead_letters=letters, count=len(letters))
 
-    @server.tool()
+    @server.tool(title="Replay dead letters", annotations=change(idempotent=True))
     async def replay_dead_letters(
-        refs: Annotated[list[str], Field(
+        refs: Annotated[list[Annotated[str, Field(max_length=200)]], Field(
             min_length=1, max_length=1000,
             description="Dead letters as list_dead_letters names them (ref).")],
     ) -> ReplayOut:

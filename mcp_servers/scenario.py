@@ -36,9 +36,9 @@ class Outcome:
             "bob", [])
 
 
-def server(module: str, api_url: str) -> StdioServerParameters:
+def server(module: str, api_url: str, token: str) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=["-m", module],
-                                 env={"SHOP_API_URL": api_url})
+                                 env={"SHOP_API_URL": api_url, "SHOP_API_TOKEN": token})
 
 
 class Agent:
@@ -59,10 +59,12 @@ class Agent:
         self.say(f"{self.name:<6}← {text}")
 
 
-async def play(api_url: str, say: Callable[[str], None]) -> Outcome:
+async def play(api_url: str, say: Callable[[str], None], tokens: dict[str, str]) -> Outcome:
+    """Play the scenario; ``tokens``: an ``operator``'s, ``alice``'s and ``bob``'s."""
     outcome = Outcome()
-    async with Client(server("mcp_servers.ops", api_url)) as ops_client, \
-            Client(server("mcp_servers.shop", api_url)) as shop_client:
+    async with Client(server("mcp_servers.ops", api_url, tokens["operator"])) as ops_client, \
+            Client(server("mcp_servers.shop", api_url, tokens["alice"])) as alice_client, \
+            Client(server("mcp_servers.shop", api_url, tokens["bob"])) as bob_client:
         ops = Agent("ops", ops_client, say)
         report = await ops.call("stock_report", f"low_at={LOW_AT}", low_at=LOW_AT)
         ops.tell("; ".join(f"{p['id']} {p['name']}: {p['stock']}" for p in report["products"]))
@@ -70,10 +72,10 @@ async def play(api_url: str, say: Callable[[str], None]) -> Outcome:
                              quantity=RESTOCK_FIRST)
         ops.tell(f"item2 now has {cup['stock']} in stock")
 
-        alice = Agent("alice", shop_client, say)
-        outcome.statuses["alice"] = await buy_until(alice, "alice", "cup", "refunded")
-        bob = Agent("bob", shop_client, say)
-        outcome.statuses["bob"] = await buy_until(bob, "bob", "beans", "rejected")
+        alice = Agent("alice", alice_client, say)
+        outcome.statuses["alice"] = await buy_until(alice, "cup", "refunded")
+        bob = Agent("bob", bob_client, say)
+        outcome.statuses["bob"] = await buy_until(bob, "beans", "rejected")
 
         report = await ops.call("stock_report", f"low_at={LOW_AT}", low_at=LOW_AT)
         ops.tell(f"low: {', '.join(report['low']) or 'nothing'}")
@@ -88,14 +90,15 @@ async def play(api_url: str, say: Callable[[str], None]) -> Outcome:
     return outcome
 
 
-async def buy_until(agent: Agent, customer: str, query: str, wanted: str) -> list[str]:
+async def buy_until(agent: Agent, query: str, wanted: str) -> list[str]:
     """Buy the product the query finds until an order ends ``wanted`` (at most
     5 rounds); return every final status. For a refund, each round places two
     orders for all the stock but two units before either settles: two
     checkouts racing for the same units, as happens in a real shop."""
     statuses: list[str] = []
     for _ in range(5):
-        [product, *_] = await agent.call("find_products", f"{query!r}", query=query)
+        [product, *_] = (await agent.call("find_products", f"{query!r}", query=query))[
+            "products"]
         agent.tell(f"{product['id']} {product['name']}: {product['price_cents']} cents, "
                    f"{product['stock']} in stock")
         racing = wanted == "refunded"
@@ -103,8 +106,8 @@ async def buy_until(agent: Agent, customer: str, query: str, wanted: str) -> lis
         placed = []
         for _ in range(2 if racing else 1):
             order = await agent.call(
-                "place_order", f"{customer}, {product['id']} × {quantity}",
-                customer_id=customer, lines=[{"product_id": product["id"], "quantity": quantity}],
+                "place_order", f"{product['id']} × {quantity}",
+                lines=[{"product_id": product["id"], "quantity": quantity}],
             )
             agent.tell(f"{order['id']} {order['status']}, {order['total_cents']} cents")
             placed.append(order["id"])

@@ -16,6 +16,7 @@ from mcp.server.mcpserver import MCPServer
 
 from mcp_servers.api import ShopApi
 from mcp_servers.settings import LogLevel, McpSettings
+from streams.settings import is_loopback
 
 
 def main(name: str, default_port: int,
@@ -24,8 +25,9 @@ def main(name: str, default_port: int,
     """A server's command line: read the options and settings, build it, run it."""
     args = arguments(name, default_port, argv)
     settings = settings_from(args)
-    return serve(create_server(ShopApi(settings.shop_api_url), settings.log_level), settings,
-                 args)
+    token = settings.shop_api_token.get_secret_value() if settings.shop_api_token else None
+    return serve(create_server(ShopApi(settings.shop_api_url, token), settings.log_level),
+                 settings, args)
 
 
 def arguments(name: str, default_port: int, argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +54,12 @@ def serve(server: MCPServer, settings: McpSettings, args: argparse.Namespace) ->
     if not args.http:
         server.run()
         return 0
+    if settings.mcp_token is None and not is_loopback(settings.mcp_host):
+        sys.stderr.write(
+            f"{server.name}-mcp: refusing to serve {settings.mcp_host} without a token: anyone "
+            "who reaches it could act with this server's shop token. Set MCP_TOKEN, or bind "
+            "127.0.0.1\n")
+        return 2
     app: Any = server.streamable_http_app(host=settings.mcp_host)
     if settings.mcp_token is not None:
         app = BearerToken(app, settings.mcp_token.get_secret_value())

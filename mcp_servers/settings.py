@@ -18,6 +18,10 @@ class McpSettings(BaseSettings):
     )
     mcp_host: str = Field("127.0.0.1", description="Address to bind over HTTP (MCP_HOST).")
     mcp_port: int | None = Field(None, ge=1, le=65535, description="Port over HTTP (MCP_PORT).")
+    shop_api_token: SecretStr | None = Field(
+        None, description="The token this server calls the API with: a customer's for the "
+        "shop server, an operator's for the ops server (SHOP_API_TOKEN).",
+    )
     mcp_token: SecretStr | None = Field(
         None, description="Over HTTP, require 'Authorization: Bearer <token>' (MCP_TOKEN)."
     )

@@ -1,11 +1,14 @@
-"""Dependencies the routes declare: the process's one Redis client."""
+"""Dependencies the routes declare: the process's one Redis client, and ids
+in paths (the rule of ids in bodies)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import redis.asyncio
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
+
+from order_api.schemas import ID_PATTERN, ID_RULE
 
 
 # async, so that FastAPI calls it on the event loop: a plain def would be run
@@ -15,3 +18,6 @@ async def get_redis(request: Request) -> redis.asyncio.Redis:
 
 
 RedisDep = Annotated[redis.asyncio.Redis, Depends(get_redis)]
+
+
+PathId = Annotated[str, Path(pattern=ID_PATTERN, description=ID_RULE, examples=["item1"])]

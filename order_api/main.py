@@ -31,7 +31,7 @@ from order_api.errors import (
     Unprocessable,
 )
 from order_api.guard import RequestGuard
-from order_api.routes import customers, health, ops, orders, products
+from order_api.routes import customers, health, me, ops, orders, products
 from order_api.schemas import OrderIn
 from order_api.server import run_server
 from order_api.settings import ApiSettings
@@ -90,7 +90,8 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
             expose_headers=["Location", "Idempotent-Replayed", "Retry-After"],
         )
     app.router.routes.extend(orders.HOT_ROUTES)  # first: matched before anything else
-    for router in (orders.router, products.router, customers.router, ops.router, health.router):
+    for router in (orders.router, products.router, customers.router, ops.router, me.router,
+                   health.router):
         app.include_router(router)
     _add_error_answers(app)
     _document_hot_routes(app)

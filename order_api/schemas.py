@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Ids end up inside Redis keys: no colons, no spaces, no braces. The same rule
@@ -12,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ID_RULE = "1-64 letters, digits, '_', '.', '-'"
 Id = Annotated[str, Field(pattern=ID_PATTERN, description=ID_RULE, examples=["item1"])]
-PathId = Annotated[str, Path(pattern=ID_PATTERN, description=ID_RULE, examples=["item1"])]
 # Bounded so that any order total stays exact in Lua's doubles (< 2**53).
 PriceCents = Annotated[int, Field(strict=True, ge=0, le=100_000_000)]
 BalanceCents = Annotated[int, Field(strict=True, ge=0, le=10**13)]
@@ -125,6 +123,12 @@ class OrderPage(BaseModel):
     next_offset: int | None
 
 
+class TokenOut(BaseModel):
+    name: str
+    role: Literal["operator", "customer"]
+    customer_id: str | None = Field(description="The customer a customer token acts for.")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
@@ -160,7 +164,7 @@ class DeadLetterOut(BaseModel):
 
 
 class Replay(Body):
-    refs: list[str] = Field(min_length=1, max_length=1000,
+    refs: list[Annotated[str, Field(max_length=200)]] = Field(min_length=1, max_length=1000,
                             examples=[["orders.created.dead/1795240384759-0"]])
 
 

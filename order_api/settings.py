@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from pydantic import Field, model_validator
 
 from order_api.orders import IDEMPOTENCY_TTL_S
-from streams.settings import Settings
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps a server to this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+from streams.settings import Settings, is_loopback
 
 
 class ApiSettings(Settings):

@@ -53,16 +53,18 @@ def main(argv: list[str] | None = None) -> int:
         "its own line on stdout; keep it. An operator token edits the catalog and runs "
         "/ops; a customer token places and reads that customer's orders.",
     )
-    token.add_argument("--redis-url", help="where Redis is (REDIS_URL, redis://127.0.0.1:6379/0)")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--redis-url", help="where Redis is (REDIS_URL, redis://127.0.0.1:6379/0)")
     token_actions = token.add_subparsers(dest="action", required=True)
-    make = token_actions.add_parser("create", help="create a token; prints it")
+    make = token_actions.add_parser("create", help="create a token; prints it", parents=[where])
     who = make.add_mutually_exclusive_group(required=True)
     who.add_argument("--role", choices=("operator",), help="an operator token")
     who.add_argument("--customer", metavar="ID", help="a token that acts as this customer")
     make.add_argument("--name", help="a unique name for list and revoke (default: generated)")
     make.add_argument("--ttl", help="expires after this long: 30d, 12h, 90m, 45s (default: never)")
-    token_actions.add_parser("list", help="every live token (never the secret)")
-    drop = token_actions.add_parser("revoke", help="revoke a token by name, at once")
+    token_actions.add_parser("list", help="every live token (never the secret)", parents=[where])
+    drop = token_actions.add_parser("revoke", help="revoke a token by name, at once",
+                                    parents=[where])
     drop.add_argument("name")
 
     dead = commands.add_parser(
@@ -85,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         "ops agent and a shopping agent against a running shop; prints the transcript.",
     )
     play.add_argument("--api-url", default="http://127.0.0.1:8000", help="where the API is")
+    play.add_argument("--tokens", type=Path, default=Path(".data/tokens"),
+                      help="a folder with the operator's, alice's and bob's tokens, one file "
+                      "each, as `shopctl up` keeps them (.data/tokens)")
 
     bench = commands.add_parser(
         "bench", help="benchmark the saga against a bare intake endpoint; JSON and a chart",
@@ -105,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="stock for half the demand: the rest is refunded")
     bench.add_argument("--api-url", help="a running system's API instead of a throwaway one")
     bench.add_argument("--redis-url", help="with --api-url: its Redis (redis://127.0.0.1:6379/0)")
+    bench.add_argument("--token", default=os.environ.get("SHOP_TOKEN"),
+                       help="with --api-url: an operator token (SHOP_TOKEN; default: "
+                       ".data/tokens/operator)")
+    bench.add_argument("--no-compare-auth", dest="compare_auth", action="store_false",
+                       help="skip the second system without authentication (what tokens cost)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"),
                        help="where to write JSON and the chart (bench-results/)")
     bench.add_argument("--log-level", default="WARNING",
@@ -120,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
 
         from mcp_servers import scenario
 
-        outcome = anyio.run(scenario.play, args.api_url.rstrip("/"), print)
+        try:
+            found = {who: (args.tokens / who).read_text().strip()
+                     for who in ("operator", "alice", "bob")}
+        except OSError as exc:
+            parser.error(f"scenario: no token file {exc.filename}: start the shop with "
+                         "`make up` (it writes them) or give --tokens")
+        outcome = anyio.run(scenario.play, args.api_url.rstrip("/"), print, found)
         print(f"\nalice: {', '.join(outcome.statuses['alice'])}; "
               f"bob: {', '.join(outcome.statuses['bob'])}; "
               f"item2 restocked to {outcome.restocked_to}; streams {outcome.health}")
@@ -160,6 +176,7 @@ def _bench(args: argparse.Namespace) -> int:
         duration_s=args.duration, api_url=args.api_url, redis_url=args.redis_url,
         out=args.out, runner_events=args.runner_events, scarce=args.scarce,
         log_level=args.log_level, launcher_args=args.launcher_args,
+        compare_auth=args.compare_auth, token=args.token,
     )
     bench = Bench(options, print)
     try:

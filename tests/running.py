@@ -20,6 +20,8 @@ class Running:
         self, data_dir: Path, redis_port: int, api_port: int, *options: str,
         env: dict[str, str] | None = None,
     ) -> None:
+        self.data_dir = data_dir
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_PORT")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shopctl", "up", "--redis-port", str(redis_port),
@@ -48,6 +50,13 @@ class Running:
         code = self.proc.wait(60)
         self.reader.join(5)
         return code
+
+    def token(self, who: str) -> str:
+        """A demo token the launcher made: ``operator``, ``alice`` or ``bob``."""
+        return (self.data_dir / "tokens" / who).read_text().strip()
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(who)}"}
 
     @property
     def children(self) -> dict[str, int]:

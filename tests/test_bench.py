@@ -32,3 +32,8 @@ def test_the_benchmark_runs_every_phase_and_writes_json_and_a_chart(tmp_path: Pa
         results["peak_rss_mb"])
     assert results["runner"]["payment_per_s"] > 0 and results["redis_bytes_per_order"] > 0
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The benchmark authenticates like a client, and measures the same phases without.
+    assert results["without_auth"]["saturation"]["orders"] == 150
+    assert results["without_auth"]["steady"]["orders"] == 40
+    assert "saturation settled/s: " in result.stdout and " without (with ÷ without = " in \
+        result.stdout

@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx2
 import pytest
 import redis
+import redis.asyncio
 
 from order_api.schemas import FINAL_STATUSES
 from shopctl.redis_server import find_cli, free_port
@@ -41,6 +42,7 @@ from streams import keys
 from streams.envelope import Envelope
 from streams.events import OrderLine, PaymentCompleted
 from tests import invariants
+from tests.conftest import bearer, make_token
 from tests.running import Running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -73,8 +75,9 @@ class Customers:
     """Senders that place orders as a careful client does: one Idempotency-Key
     per order, the same key again on any failure, until it is accepted."""
 
-    def __init__(self, base: str, rng: random.Random) -> None:
+    def __init__(self, base: str, rng: random.Random, tokens: dict[str, dict[str, str]]) -> None:
         self.base = base
+        self.tokens = tokens
         self.bodies = [
             (f"chaos-{SEED}-{i}", {
                 "customer_id": rng.choice(list(CUSTOMERS)),
@@ -102,13 +105,15 @@ class Customers:
         deadline = time.monotonic() + 60
         while True:
             try:
-                answer = http.post("/orders", json=body, headers={"Idempotency-Key": key})
+                answer = http.post("/orders", json=body, headers={
+                    "Idempotency-Key": key, **self.tokens[body["customer_id"]]})
                 if answer.status_code == 202:
                     if answer.headers.get("idempotent-replayed"):
                         with self.lock:
                             self.replays += 1
                     return answer.json()["id"]
-                assert answer.status_code == 503, f"{answer.status_code}: {answer.text}"
+                # 503: nothing was done; 504: perhaps it was. Either way: the same key again.
+                assert answer.status_code in (503, 504), f"{answer.status_code}: {answer.text}"
             except httpx2.TransportError:
                 pass  # the API was killed mid-request: did it take the order? Ask again.
             with self.lock:
@@ -194,14 +199,16 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
             frozen.remove(pid)
     try:
         shop.wait_for("ready: API on")
-        with httpx2.Client(base_url=base, timeout=10) as http:
+        with httpx2.Client(base_url=base, timeout=10, headers=shop.auth("operator")) as http:
             for pid, (price, stock) in (PRODUCTS | CAROLS).items():
                 assert http.post("/products", json={"id": pid, "name": pid, "price_cents": price,
                                                     "stock": stock}).is_success
             for cid, balance in (CUSTOMERS | {"carol": 10_000}).items():
                 assert http.post("/customers", json={"id": cid, "name": cid, "balance_cents":
                                                      balance, "email": f"{cid}@x.org"}).is_success
-        customers = Customers(base, rng)
+        connect = lambda: redis.asyncio.Redis(port=redis_port, decode_responses=True)  # noqa: E731
+        tokens = {c: bearer(make_token(connect, "customer", c)) for c in [*CUSTOMERS, "carol"]}
+        customers = Customers(base, rng, tokens)
         senders = [threading.Thread(target=customers.send, args=(customers.bodies[i::SENDERS],))
                    for i in range(SENDERS)]
         for sender in senders:
@@ -216,7 +223,7 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
                   *(part for item in ghost.to_fields().items() for part in item))
         r.hset(keys.customer("carol"), keys.BALANCE_FIELD, "broken")
         with httpx2.Client(base_url=base, timeout=10) as http:
-            carol = http.post("/orders", json={"customer_id": "carol", "lines": [
+            carol = http.post("/orders", headers=tokens["carol"], json={"lines": [
                 {"product_id": "gift", "quantity": 2}]}).json()["id"]
         carol_entry = next(i for i, f in r.xrange(keys.ORDERS_CREATED) if f.get("order_id")
                            == carol)

@@ -25,6 +25,14 @@ from tests.shop import statuses
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
+def token_for(shop: Running, customer: str) -> dict[str, str]:
+    """A customer token, made with the command line as a user would."""
+    made = subprocess.run(
+        [sys.executable, "-m", "shopctl", "token", "create", "--customer", customer,
+         "--redis-url", shop.redis_url], capture_output=True, text=True, timeout=30, check=True)
+    return {"Authorization": f"Bearer {made.stdout.strip()}"}
+
+
 def poll_until_final(http: httpx2.Client, order_id: str, timeout_s: float = 30) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -39,9 +47,10 @@ def test_the_launcher_runs_the_whole_system_and_keeps_its_data(tmp_path: Path) -
     shop = Running(tmp_path, redis_port, api_port)
     try:
         shop.wait_for("ready: API on")
-        with httpx2.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as http:
+        with httpx2.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10,
+                           headers=shop.auth("operator")) as http:
             placed = {
-                case: http.post("/orders", json={"customer_id": customer, "lines": [
+                case: http.post("/orders", headers=shop.auth(customer), json={"lines": [
                     {"product_id": product, "quantity": quantity}]})
                 for case, customer, product, quantity in [
                     ("happy", "alice", "item1", 2),
@@ -82,10 +91,15 @@ def test_the_launcher_runs_the_whole_system_and_keeps_its_data(tmp_path: Path) -
     assert (tmp_path / "redis" / "appendonlydir").is_dir()
 
     # A second start keeps the data and leaves the demo records as they are.
+    tokens = {who: shop.token(who) for who in ("operator", "alice", "bob")}
     again = Running(tmp_path, redis_port, api_port)
     try:
         again.wait_for("ready: API on")
-        with httpx2.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as http:
+        # The demo tokens are kept, and printed again.
+        assert {who: again.token(who) for who in tokens} == tokens
+        assert any(line.endswith(f"alice     {tokens['alice']}") for line in again.lines)
+        with httpx2.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10,
+                           headers=again.auth("operator")) as http:
             assert http.get("/orders").json()["total"] == 3
             assert http.get("/products/item1").json()["stock"] == 98
         assert any("product item1 already there, kept as it is" in line for line in again.lines)
@@ -140,19 +154,20 @@ def test_200_orders_at_once_on_the_running_system(
     customers = [f"c{i}" for i in range(20)]
     try:
         shop.wait_for("ready: API on")
-        with httpx2.Client(base_url=base, timeout=10) as http:
+        with httpx2.Client(base_url=base, timeout=10, headers=shop.auth("operator")) as http:
             assert http.post("/products", json={"id": "item2", "name": "Cup",
                                                 "price_cents": 1200, "stock": 50}).is_success
             for customer in customers:
                 assert http.post("/customers", json={
                     "id": customer, "name": customer, "email": f"{customer}@example.com",
                     "balance_cents": 1_000_000}).is_success
+        tokens = {c: token_for(shop, c) for c in customers}
 
         async def place_all() -> list[httpx2.Response]:
             limits = httpx2.Limits(max_connections=50)
             async with httpx2.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
                 return await asyncio.gather(*(
-                    http.post("/orders", json={"customer_id": customers[i % 20], "lines": [
+                    http.post("/orders", headers=tokens[customers[i % 20]], json={"lines": [
                         {"product_id": "item2", "quantity": 1}]})
                     for i in range(200)
                 ))

@@ -30,9 +30,9 @@ class System:
     def __init__(self, running: Running, api_url: str, redis_port: int) -> None:
         self.running, self.api_url, self.redis_port = running, api_url, redis_port
 
-    def stdio(self, module: str) -> Client:
-        return Client(StdioServerParameters(command=sys.executable, args=["-m", module],
-                                            env={"SHOP_API_URL": self.api_url}))
+    def stdio(self, module: str, who: str) -> Client:
+        return Client(StdioServerParameters(command=sys.executable, args=["-m", module], env={
+            "SHOP_API_URL": self.api_url, "SHOP_API_TOKEN": self.running.token(who)}))
 
 
 @pytest.fixture(scope="module")
@@ -55,27 +55,28 @@ async def call(client: Client, tool: str, **arguments: Any) -> Any:
 
 def test_every_shop_tool_over_stdio(system: System) -> None:
     async def session() -> None:
-        async with system.stdio("mcp_servers.shop") as shop:
-            [beans] = await call(shop, "find_products", query="beans")
+        async with system.stdio("mcp_servers.shop", "alice") as shop:
+            [beans] = (await call(shop, "find_products", query="beans"))["products"]
             assert beans["id"] == "item1" and beans["price_cents"] == 2400
-            order = await call(shop, "place_order", customer_id="alice",
+            assert (await call(shop, "my_account"))["id"] == "alice"
+            order = await call(shop, "place_order",
                                lines=[{"product_id": "item1", "quantity": 1}])
             assert order["status"] == "pending"
             waited = await call(shop, "wait_for_order", order_id=order["id"])
             assert waited["final"] and waited["order"]["status"] == "completed"
             got = await call(shop, "get_order", order_id=order["id"])
             assert got["history"][-1]["type"] == "inventory.reserved"
-            page = await call(shop, "list_orders", customer_id="alice")
+            page = await call(shop, "list_orders")
             assert order["id"] in [o["id"] for o in page["items"]]
             resource = await shop.read_resource(f"order://{order['id']}")
             assert '"status": "completed"' in resource.contents[0].text
-            prompt = await shop.get_prompt("buy", {"customer_id": "bob", "wish": "coffee"})
+            prompt = await shop.get_prompt("buy", {"wish": "coffee"})
             assert "place_order" in prompt.messages[0].content.text
-            bad = await shop.call_tool("place_order", {"customer_id": "alice", "lines": [
+            bad = await shop.call_tool("place_order", {"lines": [
                 {"product_id": "item1", "quantity": 10_001}]})
             assert bad.is_error and "quantity" in bad.content[0].text
             # Still serving after the bad call: stdout carried nothing but protocol.
-            assert len(await call(shop, "find_products")) >= 2
+            assert (await call(shop, "find_products"))["count"] >= 2
 
     anyio.run(session)
 
@@ -90,7 +91,7 @@ def test_every_ops_tool_over_stdio(system: System) -> None:
     r.close()
 
     async def session() -> None:
-        async with system.stdio("mcp_servers.ops") as ops:
+        async with system.stdio("mcp_servers.ops", "operator") as ops:
             report = await call(ops, "stock_report", low_at=60)
             assert [p["stock"] for p in report["products"]] == sorted(
                 p["stock"] for p in report["products"])
@@ -101,7 +102,7 @@ def test_every_ops_tool_over_stdio(system: System) -> None:
                 "price_cents"] == 900
             health = await call(ops, "stream_health")
             assert health["dead_letters"] == 1 and "1 dead letter(s)" in health["summary"]
-            [dead] = await call(ops, "list_dead_letters")
+            [dead] = (await call(ops, "list_dead_letters"))["dead_letters"]
             assert dead["group"] == "order-status" and dead["stream"] == "inventory.reserved"
             results = await call(ops, "replay_dead_letters", refs=[dead["ref"]])
             assert results["results"][dead["ref"]].startswith("replayed as inventory.reserved")
@@ -113,7 +114,8 @@ def test_every_ops_tool_over_stdio(system: System) -> None:
 
 def test_the_scenario_plays_both_agents_end_to_end(system: System) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "shopctl", "scenario", "--api-url", system.api_url],
+        [sys.executable, "-m", "shopctl", "scenario", "--api-url", system.api_url,
+         "--tokens", str(system.running.data_dir / "tokens")],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -136,7 +138,8 @@ def test_over_http_a_token_is_required_when_configured(system: System, tmp_path:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_servers.ops", "--http", "--port", str(port)],
-        env=os.environ | {"SHOP_API_URL": system.api_url, "MCP_TOKEN": "s3cret"},
+        env=os.environ | {"SHOP_API_URL": system.api_url, "MCP_TOKEN": "s3cret",
+                          "SHOP_API_TOKEN": system.running.token("operator")},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}/mcp"
@@ -164,3 +167,15 @@ def test_over_http_a_token_is_required_when_configured(system: System, tmp_path:
         proc.terminate()
         output, _ = proc.communicate(timeout=10)
     assert f"ops MCP server on http://127.0.0.1:{port}/mcp, bearer token required" in output
+
+
+def test_over_http_a_server_will_not_bind_beyond_loopback_without_a_token(
+    system: System,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_servers.shop", "--http", "--host", "0.0.0.0", "--port",
+         str(free_port())],
+        env={k: v for k, v in os.environ.items() if k != "MCP_TOKEN"} | {
+            "SHOP_API_URL": system.api_url}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "refusing to serve 0.0.0.0 without a token" in result.stderr

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Query, status
 
 from order_api import catalog
 from order_api.auth import Caller, Operator, own_customer
-from order_api.deps import RedisDep
+from order_api.deps import PathId, RedisDep
 from order_api.models import Customer
-from order_api.schemas import CustomerIn, CustomerOut, CustomerPage, PathId, answers
+from order_api.schemas import CustomerIn, CustomerOut, CustomerPage, answers
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 

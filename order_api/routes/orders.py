@@ -10,9 +10,9 @@ from starlette.routing import Route
 
 from order_api import orders
 from order_api.auth import Caller, authenticate, orderer, own_customer
-from order_api.deps import RedisDep
+from order_api.deps import PathId, RedisDep
 from order_api.errors import NotFound, Unprocessable
-from order_api.schemas import Id, OrderIn, OrderOut, OrderPage, OrderStatus, PathId, answers
+from order_api.schemas import Id, OrderIn, OrderOut, OrderPage, OrderStatus, answers
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 

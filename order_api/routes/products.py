@@ -6,9 +6,9 @@ from fastapi import APIRouter, Query, Response, status
 
 from order_api import catalog
 from order_api.auth import Operator
-from order_api.deps import RedisDep
+from order_api.deps import PathId, RedisDep
 from order_api.models import Product
-from order_api.schemas import PathId, ProductIn, ProductOut, ProductPatch, Restock, answers
+from order_api.schemas import ProductIn, ProductOut, ProductPatch, Restock, answers
 
 router = APIRouter(prefix="/products", tags=["products"])
 

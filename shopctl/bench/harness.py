@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shopctl.bench.loadgen import Bodies
+
 PRODUCTS, CUSTOMERS = 5, 50
 Say = Callable[[str], None]
 
@@ -31,6 +33,10 @@ class Options:
     scarce: bool = False  # stock for half the demand: refunds on purpose
     log_level: str = "WARNING"
     launcher_args: list[str] = field(default_factory=list)
+    # Run saturation and steady again on a system with --no-auth: what
+    # authentication costs, in the same run.
+    compare_auth: bool = True
+    token: str | None = None  # with api_url: an operator token of that system
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -73,9 +79,19 @@ def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subp
             proc.wait()
 
 
-def order_body(index: int) -> tuple[bytes, bytes]:
-    customer = f"bench-c{index % CUSTOMERS}"
-    product = f"bench-p{index % PRODUCTS}"
-    body = b'{"customer_id":"%s","lines":[{"product_id":"%s","quantity":1}]}' % (
-        customer.encode(), product.encode())
-    return body, b""
+def order_bodies(tokens: dict[str, str] | None) -> Bodies:
+    """The orders the benchmark sends, as a real client sends them: each
+    customer's with that customer's token (``tokens``; None: no header, for a
+    system without authentication). The body is the same either way."""
+    headers = [
+        b"Authorization: Bearer %s\r\n" % tokens[f"bench-c{i}"].encode() if tokens else b""
+        for i in range(CUSTOMERS)
+    ]
+
+    def order_body(index: int) -> tuple[bytes, bytes]:
+        customer = index % CUSTOMERS
+        body = b'{"customer_id":"bench-c%d","lines":[{"product_id":"bench-p%d","quantity":1}]}' % (
+            customer, index % PRODUCTS)
+        return body, headers[customer]
+
+    return order_body

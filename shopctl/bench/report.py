@@ -53,6 +53,20 @@ def table(results: dict[str, Any]) -> str:
         f"AOF rewrites by Redis (a fork that writes the whole dataset to disk): saturation "
         f"{sat.get('aof_rewrites', 0)}, steady {steady.get('aof_rewrites', 0)}",
     ]
+    if off := results.get("without_auth"):
+        lines += ["", "authentication (each request's token checked in Redis) vs none, same run:"]
+        pairs = [
+            ("saturation settled/s", sat["settled_per_s"], off["saturation"]["settled_per_s"]),
+            ("steady POST→final p99 ms", steady["post_to_final_ms"].get("p99"),
+             off["steady"]["post_to_final_ms"].get("p99")),
+            ("API CPU ms per order", sat.get("cpu_ms_per_order", {}).get("api"),
+             off["saturation"].get("cpu_ms_per_order", {}).get("api")),
+            ("Redis CPU ms per order", sat.get("cpu_ms_per_order", {}).get("redis"),
+             off["saturation"].get("cpu_ms_per_order", {}).get("redis")),
+        ]
+        for label, on, without in pairs:
+            ratio = f" (with ÷ without = {on / without:.2f})" if on and without else ""
+            lines.append(f"  {label}: {on} with, {without} without{ratio}")
     return "\n".join(lines)
 
 

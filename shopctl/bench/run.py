@@ -34,6 +34,7 @@ from typing import Any
 
 import redis.asyncio
 
+from access import tokens
 from order_api.schemas import FINAL_STATUSES
 from shopctl import processes
 from shopctl.bench import loadgen, runner
@@ -42,7 +43,7 @@ from shopctl.bench.harness import (
     PRODUCTS,
     Options,
     Say,
-    order_body,
+    order_bodies,
     percentiles,
     process,
     wait_http,
@@ -72,7 +73,10 @@ class Bench:
         self.watching = False
         self.series: dict[str, list[float]] = {}  # latencies (ms) for the chart
         self.results: dict[str, Any] = {"options": {
-            k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}}
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()
+            if k != "token"}}
+        self.bodies = order_bodies(None)
+        self.operator: dict[str, str] = {}  # the operator's Authorization header
 
     # -- the phases ------------------------------------------------------------
 
@@ -82,7 +86,7 @@ class Bench:
             wait_http(f"http://127.0.0.1:{port}/")
             count = max(self.options.orders, 2000)
             started = time.perf_counter()
-            samples = await loadgen.closed_loop("127.0.0.1", port, "/", order_body, count,
+            samples = await loadgen.closed_loop("127.0.0.1", port, "/", self.bodies, count,
                                                 self.options.concurrency)
             elapsed = time.perf_counter() - started
         self.record("loadgen", {"requests": count, "requests_per_s": round(count / elapsed),
@@ -96,7 +100,7 @@ class Bench:
             await self.warm_up(port, "/orders")
             count = self.options.orders
             started = time.perf_counter()
-            samples = await loadgen.closed_loop("127.0.0.1", port, "/orders", order_body, count,
+            samples = await loadgen.closed_loop("127.0.0.1", port, "/orders", self.bodies, count,
                                                 self.options.concurrency)
             elapsed = time.perf_counter() - started
         bad = [s.status for s in samples if s.status != 202]
@@ -107,7 +111,7 @@ class Bench:
 
     async def warm_up(self, port: int, path: str) -> None:
         """A tenth of the run first, unmeasured: connections, caches, scripts."""
-        await loadgen.closed_loop("127.0.0.1", port, path, order_body,
+        await loadgen.closed_loop("127.0.0.1", port, path, self.bodies,
                                   max(100, self.options.orders // 10), self.options.concurrency)
 
     async def saturation(self, host: str, port: int, r: redis.asyncio.Redis) -> float:
@@ -120,7 +124,7 @@ class Bench:
         cpu_before = self.cpu()
         lag = self.watch_lag(r)
         started = time.perf_counter()
-        samples = await loadgen.closed_loop(host, port, "/orders", order_body, count,
+        samples = await loadgen.closed_loop(host, port, "/orders", self.bodies, count,
                                             self.options.concurrency)
         accepted = time.perf_counter() - started
         finals = await self.wait_final(r, samples, finals_before)
@@ -158,7 +162,7 @@ class Bench:
         finals_before = await self.finals_count(r)
         rewrites_before = await self.aof_rewrites(r)
         lag = self.watch_lag(r)
-        samples = await loadgen.open_loop(host, port, "/orders", order_body, rate,
+        samples = await loadgen.open_loop(host, port, "/orders", self.bodies, rate,
                                           self.options.duration_s)
         finals = await self.wait_final(r, samples, finals_before)
         await self.stop_watching(lag)
@@ -261,16 +265,19 @@ class Bench:
 
     async def run(self) -> dict[str, Any]:
         o = self.options
-        with self.system() as (api_url, redis_url, launcher):
+        with self.system() as (api_url, redis_url, launcher, data_dir):
             self.launcher = launcher
             r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+            await self.authenticate(r, data_dir)
             await self.load_catalog(api_url)
+            self.bodies = order_bodies(await self.customer_tokens(r))
             host, port = api_url.removeprefix("http://").rsplit(":", 1)
             await self.loadgen_ceiling()
             await self.baseline(redis_url)
             memory_before = (await r.info("memory"))["used_memory"]
             settled_per_s = await self.saturation(host, int(port), r)
-            await self.steady(host, int(port), r, o.rate or settled_per_s / 2)
+            rate = o.rate or settled_per_s / 2
+            await self.steady(host, int(port), r, rate)
             memory_after = (await r.info("memory"))["used_memory"]
             settled = o.orders + self.results["steady"]["orders"]
             self.results["redis_bytes_per_order"] = round((memory_after - memory_before) / settled)
@@ -280,6 +287,8 @@ class Bench:
                     if (mb := processes.peak_rss_mb(pid)) is not None
                 }
             await r.aclose()  # type: ignore[attr-defined]
+        if o.compare_auth and not o.api_url:
+            await self.without_auth(rate)
         self.results["peak_rss_mb"] = self.results.get("peak_rss_mb", {}) | {
             "bench (load generator)": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                             / 1024, 1)}
@@ -289,13 +298,56 @@ class Bench:
             self.results["saturation"]["settled_per_s"] / baseline, 2)
         return self.results
 
+    async def without_auth(self, rate: float) -> None:
+        """Saturation and steady (at the same rate) again, on a fresh system that
+        checks no token, the load generator sending no header: the cost of
+        authentication is the difference."""
+        with_auth = {phase: self.results[phase] for phase in ("saturation", "steady")}
+        self.say("without authentication (shopctl up --no-auth), the same phases:")
+        with self.system("--no-auth") as (api_url, redis_url, launcher, _):
+            self.launcher = launcher
+            r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+            self.operator = {}
+            await self.load_catalog(api_url)
+            self.bodies = order_bodies(None)
+            host, port = api_url.removeprefix("http://").rsplit(":", 1)
+            await self.saturation(host, int(port), r)
+            await self.steady(host, int(port), r, rate)
+            await r.aclose()  # type: ignore[attr-defined]
+        self.results["without_auth"] = {
+            phase: self.results[phase] for phase in ("saturation", "steady")}
+        self.results.update(with_auth)
+
+    async def authenticate(self, r: redis.asyncio.Redis, data_dir: Path | None) -> None:
+        """The operator's token: the one the launcher made, or the one given."""
+        token = self.options.token
+        if token is None:
+            where = (data_dir or Path(".data")) / "tokens" / "operator"
+            deadline = time.monotonic() + (30 if data_dir else 0)
+            while not where.is_file() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # the launcher writes it once the API is up
+            token = where.read_text().strip() if where.is_file() else None
+        if token is not None:
+            self.operator = {"Authorization": f"Bearer {token}"}
+
+    async def customer_tokens(self, r: redis.asyncio.Redis) -> dict[str, str] | None:
+        """A token per bench customer (made anew each run, revoked by name first)."""
+        if not self.operator:
+            return None
+        made = {}
+        for i in range(CUSTOMERS):
+            name = f"bench-c{i}"
+            await tokens.revoke(r, name)
+            made[name] = (await tokens.create(r, "customer", name=name, customer_id=name))[0]
+        return made
+
     async def load_catalog(self, api_url: str) -> None:
         import httpx2
 
         o = self.options
         demand = 2 * o.orders + int((o.rate or 4000) * o.duration_s)
         stock = demand // PRODUCTS // (2 if o.scarce else 1) + 1
-        async with httpx2.AsyncClient(base_url=api_url) as http:
+        async with httpx2.AsyncClient(base_url=api_url, headers=self.operator) as http:
             for i in range(PRODUCTS):
                 answer = await http.post("/products", json={
                     "id": f"bench-p{i}", "name": f"Bench product {i}", "price_cents": 100,
@@ -308,21 +360,23 @@ class Bench:
                     "email": f"c{i}@bench.example", "balance_cents": 10**12})
 
     @contextmanager
-    def system(self) -> Iterator[tuple[str, str, int | None]]:
+    def system(self, *extra: str) -> Iterator[tuple[str, str, int | None, Path | None]]:
+        """The system under test: its API, its Redis, the launcher's pid and its
+        data folder (None for a running system)."""
         o = self.options
         if o.api_url:
-            yield o.api_url.rstrip("/"), o.redis_url or "redis://127.0.0.1:6379/0", None
+            yield o.api_url.rstrip("/"), o.redis_url or "redis://127.0.0.1:6379/0", None, None
             return
         redis_port, api_port = free_port(), free_port()
         with tempfile.TemporaryDirectory(prefix="shop-bench-") as data:
             args = [sys.executable, "-m", "shopctl", "up", "--no-demo", "--data-dir", data,
                     "--redis-port", str(redis_port), "--api-port", str(api_port),
-                    *o.launcher_args]
+                    *o.launcher_args, *extra]
             env = {"LOG_LEVEL": o.log_level, "NO_COLOR": "1"}
             with process(args, env) as launcher:
                 api_url = f"http://127.0.0.1:{api_port}"
                 wait_http(f"{api_url}/readyz", timeout_s=60)
                 self.say(f"system     API {api_url}, Redis on port {redis_port}, "
-                         f"{' '.join(o.launcher_args) or 'one worker of each kind'}, "
+                         f"{' '.join([*o.launcher_args, *extra]) or 'one worker of each kind'}, "
                          f"LOG_LEVEL={o.log_level}")
-                yield api_url, f"redis://127.0.0.1:{redis_port}/0", launcher.pid
+                yield api_url, f"redis://127.0.0.1:{redis_port}/0", launcher.pid, Path(data)
