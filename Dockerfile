@@ -2,6 +2,7 @@ FROM python:3.12-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1
 COPY pyproject.toml README.md ./
+COPY access ./access
 COPY streams ./streams
 COPY order_api ./order_api
 COPY payment_worker ./payment_worker

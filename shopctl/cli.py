@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     load.add_argument("--api-url", default="http://127.0.0.1:8000", help="where the API is")
     load.add_argument("--token", default=os.environ.get("SHOP_TOKEN"),
-                      help="an operator token (SHOP_TOKEN)")
+                      help="an operator token (SHOP_TOKEN); without one, the demo tokens are "
+                      "made (or kept) in DATA_DIR/tokens through --redis-url")
+    load.add_argument("--redis-url", help="where Redis is (REDIS_URL)")
+    load.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", ".data")),
+                      help="where the demo tokens are kept (DATA_DIR, .data)")
 
     token = commands.add_parser(
         "token", help="create, list or revoke API tokens",
@@ -149,8 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
     if args.command == "demo":
-        for line in demo.load(args.api_url.rstrip("/"), args.token):
-            print(line)
+        if args.token:
+            for line in demo.load(args.api_url.rstrip("/"), args.token):
+                print(line)
+            return 0
+        found = demo.seed(args.api_url.rstrip("/"), args.redis_url or Settings().redis_url,
+                          args.data_dir)
+        print(f"demo tokens in {args.data_dir / 'tokens'}: {', '.join(found)}")
         return 0
     if args.command == "token":
         try:

@@ -3,10 +3,15 @@ there and changes nothing)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from access import demo as demo_tokens
+from streams.connection import connect_async
 
 PRODUCTS = [
     {"id": "item1", "name": "Coffee beans, 1 kg", "price_cents": 2400, "stock": 100},
@@ -47,3 +52,22 @@ def load(api_url: str, token: str | None) -> Iterator[str]:
 
 def _brief(record: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in record.items() if k != "id")
+
+
+def seed(api_url: str, redis_url: str, data_dir: Path, *, records: bool = True,
+         say: Callable[[str], None] = print) -> dict[str, str]:
+    """What a first start needs: an operator token, the demo records (loaded with
+    it through the API), and alice's and bob's tokens, each kept in
+    ``data_dir/tokens``. Returns the tokens, by who they are for. Safe to run
+    again: what exists and works is kept."""
+
+    async def ensure(customers: list[str]) -> dict[str, str]:
+        async with connect_async(redis_url, max_connections=2) as r:
+            return await demo_tokens.ensure(r, data_dir, customers)
+
+    found = asyncio.run(ensure([]))
+    if records:
+        for line in load(api_url, found[demo_tokens.OPERATOR]):
+            say(line)
+        found = asyncio.run(ensure([str(c["id"]) for c in CUSTOMERS]))
+    return found

@@ -10,7 +10,6 @@ batch in hand, and Redis last, so nothing is cut off mid-step.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import json
 import os
@@ -31,7 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from access import demo as demo_tokens
 from shopctl import demo, processes
 from shopctl.redis_server import PortInUse, RedisServer, port_is_free, wait_until_ready
-from streams.connection import connect_async, redacted
+from streams.connection import redacted
 
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
 # A process that dies is started again after this, doubling while it keeps
@@ -227,12 +226,14 @@ class Launcher:
         self._wait_for_api()
         if self.stop_requested:  # Ctrl-C while starting
             return
-        found = asyncio.run(self._demo_tokens([])) if s.api_auth else {}
-        if s.demo_data:
-            for line in demo.load(self.api_url, found.get(demo_tokens.OPERATOR)):
-                self.say("demo", line)
-            if s.api_auth:
-                found = asyncio.run(self._demo_tokens([str(c["id"]) for c in demo.CUSTOMERS]))
+        if s.api_auth:
+            found = demo.seed(self.api_url, self.redis_url, s.data_dir, records=s.demo_data,
+                              say=lambda line: self.say("demo", line))
+        else:
+            found = {}
+            if s.demo_data:
+                for line in demo.load(self.api_url, None):
+                    self.say("demo", line)
         if found:
             where = demo_tokens.folder(s.data_dir)
             self.say("shopctl", f"tokens (kept in {where}; use as 'Authorization: Bearer "
@@ -244,10 +245,6 @@ class Launcher:
                                 f"{self.api_url} may do anything")
         self.say("shopctl", f"ready: API on {self.api_url} (docs at {self.api_url}/docs), "
                             f"Redis at {redacted(self.redis_url)}. Ctrl-C stops everything.")
-
-    async def _demo_tokens(self, customers: list[str]) -> dict[str, str]:
-        async with connect_async(self.redis_url, max_connections=2) as r:
-            return await demo_tokens.ensure(r, self.settings.data_dir, customers)
 
     def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
         child = Child(name, module, env)

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+REQUIRED = "${REDIS_PASSWORD:?set REDIS_PASSWORD in .env (see .env.example)}"
+PASSWORD_URL = f"redis://:{REQUIRED}@redis:6379/0"
 
 
 @pytest.mark.parametrize("name", [n for n in SERVICES if n != "redis"])
@@ -43,7 +45,7 @@ def test_redis_persists_and_everything_waits_for_it_to_be_healthy() -> None:
     assert redis["healthcheck"]["test"][-1] == "ping"
     for name in ("api", "projector", "payment_worker", "inventory_worker"):
         assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert SERVICES[name]["environment"]["REDIS_URL"].startswith("redis://redis:6379")
+        assert SERVICES[name]["environment"]["REDIS_URL"] == PASSWORD_URL
 
 
 @pytest.mark.parametrize("name", ["payment_worker", "inventory_worker", "projector"])
@@ -56,8 +58,8 @@ def test_workers_can_be_scaled(name: str) -> None:
 
 def test_the_image_copies_every_package_the_services_run() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("streams", "order_api", "payment_worker", "inventory_worker", "shopctl",
-                    "mcp_servers"):
+    for package in ("access", "streams", "order_api", "payment_worker", "inventory_worker",
+                    "shopctl", "mcp_servers"):
         assert f"COPY {package} ./{package}" in dockerfile
 
 
@@ -67,4 +69,25 @@ def test_the_image_copies_every_package_the_services_run() -> None:
 def test_what_dies_is_started_again(name: str) -> None:
     assert SERVICES[name]["restart"] == "unless-stopped"
     if name == "redis":
-        assert SERVICES[name]["command"][-2:] == ["--appendfsync", "everysec"]
+        assert SERVICES[name]["command"][3:5] == ["--appendfsync", "everysec"]
+
+
+def test_redis_has_a_password_from_the_env_file_and_every_client_uses_it() -> None:
+    redis = SERVICES["redis"]
+    assert redis["command"][-2:] == ["--requirepass", REQUIRED]
+    assert redis["environment"]["REDISCLI_AUTH"] == REQUIRED  # the health check's redis-cli
+    for name, service in SERVICES.items():
+        if name != "redis":
+            assert service["environment"]["REDIS_URL"] == PASSWORD_URL, name
+    example = (ROOT / ".env.example").read_text()
+    assert "\nREDIS_PASSWORD=" in example
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_the_api_checks_tokens_and_the_demo_keeps_its_tokens_on_the_host() -> None:
+    api = SERVICES["api"]["environment"]
+    assert api.get("API_AUTH", "true") == "true"  # bound to 0.0.0.0 in its container
+    assert set(api["API_TRUSTED_HOSTS"].split(",")) == {"127.0.0.1", "localhost", "api"}
+    demo = SERVICES["demo"]
+    assert demo["command"][-2:] == ["--data-dir", "/data"]
+    assert demo["volumes"] == ["./.data/compose:/data"]
