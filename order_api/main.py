@@ -54,19 +54,20 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
         if not settings.api_auth:
             log.warning("authentication is OFF (API_AUTH=false): whoever reaches "
                         "%s:%d may do anything", settings.api_host, settings.api_port)
-        if client is not None:
-            yield
-            return
-        app.state.redis = connect_async(
-            settings.redis_url, max_connections=settings.api_redis_connections,
-            timeout_s=settings.api_redis_timeout_s,
-        )
-        app.state.intake = AutoPipeline(app.state.redis)
+        if client is None:
+            app.state.redis = connect_async(
+                settings.redis_url, max_connections=settings.api_redis_connections,
+                timeout_s=settings.api_redis_timeout_s,
+            )
+            app.state.intake = AutoPipeline(app.state.redis)
         try:
             if added := await catalog.index_customers(app.state.redis):
                 log.info("indexed %d customer(s) created before the index", added)
-        except redis.exceptions.RedisError as exc:  # Redis down at start: next time
-            log.warning("could not index customers: %s", exc)
+        except redis.exceptions.RedisError as exc:
+            log.warning("could not index older customers (again at the next start): %s", exc)
+        if client is not None:
+            yield
+            return
         # Everything built so far (the app, its routes and schemas, the libraries)
         # lives as long as the process: keep the cyclic garbage collector from
         # walking it again and again as requests allocate.
