@@ -12,7 +12,14 @@ protocol plus:
 - a body not complete within ``body_timeout_s`` of the headers: 408, closed.
 
 Idle keep-alive connections close after uvicorn's ``timeout_keep_alive``.
-Each answer is JSON, as the app's are. Limits beyond one process (many
+Each answer is JSON, as the app's are.
+
+A connection closed in the middle of a request (a refusal before the body was
+read: 408, 413, 415, 431) closes as nginx closes one ("lingering close"): the
+answer is sent, the sending side shut, and what the client still sends is read
+and dropped for up to ``LINGER_S`` before the socket closes. A plain close
+with unread data makes the kernel reset the connection, and the client often
+loses the answer that said why. Limits beyond one process (many
 thousands of connections from many addresses) belong in a reverse proxy in
 front: see docs/operations.md.
 """
@@ -35,6 +42,38 @@ from order_api.settings import ApiSettings
 log = logging.getLogger(__name__)
 
 
+LINGER_S = 2.0
+
+
+class _Lingering:
+    """The transport as uvicorn sees it: ``close()`` in the middle of a request
+    becomes a lingering close (see the module's docstring)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpTools) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closing = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self._closing or self._transport.is_closing()
+
+    def close(self) -> None:
+        transport = self._transport
+        if self._closing or transport.is_closing():
+            return
+        self._closing = True
+        if not self._protocol.in_request or not transport.can_write_eof():
+            transport.close()
+            return
+        self._protocol.draining = True
+        transport.write_eof()  # after what is buffered: the answer reaches the client
+        transport.resume_reading()
+        self._protocol.loop.call_later(LINGER_S, transport.close)
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     max_header_bytes = 16 * 1024
     header_timeout_s = 10.0
@@ -45,10 +84,13 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self.in_request = False  # from a request's first byte to its last
+        self.draining = False  # closed in the middle of one: the rest is dropped
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_Lingering(transport, self))  # type: ignore[arg-type]
         self._arm(self.header_timeout_s, "headers")
+
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -57,8 +99,8 @@ class GuardedHttpTools(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         """uvicorn's, but a parse that one of our callbacks stopped has been
         answered already: it is not also a 400."""
-        if self._refused:
-            return
+        if self._refused or self.draining:
+            return  # dropped: the request was answered already
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -74,6 +116,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.in_request = True
         self._header_bytes = 0
         if self._timer is None:  # a request on a kept-alive connection
             self._arm(self.header_timeout_s, "headers")
@@ -94,6 +137,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self.in_request = False
         super().on_message_complete()
 
     def _expects_body(self) -> bool:

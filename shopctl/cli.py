@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -123,6 +124,17 @@ def main(argv: list[str] | None = None) -> int:
                        help="where to write JSON and the chart (bench-results/)")
     bench.add_argument("--log-level", default="WARNING",
                        help="LOG_LEVEL of the system's processes (WARNING: no line per event)")
+    bench.add_argument("--abuse", action="store_true",
+                       help="instead: slow connections, huge uploads and a flood past the "
+                       "open-file limit against a normal client (shopctl/bench/abuse.py)")
+    bench.add_argument("--abuse-slow", type=int, default=1000,
+                       help="--abuse: slow connections under the limits (1000)")
+    bench.add_argument("--abuse-uploads", type=int, default=3,
+                       help="--abuse: uploads of each framing, declared and chunked (3)")
+    bench.add_argument("--abuse-upload-mb", type=int, default=500, help="--abuse: MB each (500)")
+    bench.add_argument("--abuse-flood", type=int, default=20_000,
+                       help="--abuse: slow connections in the flood (20000, at most the "
+                       "open-file limit)")
     bench.add_argument("launcher_args", nargs="*", metavar="-- UP-OPTION",
                        help="after --: options for the system, e.g. -- --payment-workers 2")
 
@@ -185,9 +197,23 @@ def _bench(args: argparse.Namespace) -> int:
         duration_s=args.duration, api_url=args.api_url, redis_url=args.redis_url,
         out=args.out, runner_events=args.runner_events, scarce=args.scarce,
         log_level=args.log_level, launcher_args=args.launcher_args,
-        compare_auth=args.compare_auth, token=args.token,
+        compare_auth=args.compare_auth, token=args.token, abuse=args.abuse,
+        abuse_slow=args.abuse_slow, abuse_uploads=args.abuse_uploads,
+        abuse_upload_mb=args.abuse_upload_mb, abuse_flood=args.abuse_flood,
+        abuse_header_timeout_s=float(os.environ.get("API_HEADER_TIMEOUT_S", "10")),
     )
     bench = Bench(options, print)
+    if args.abuse:
+        try:
+            import uvloop
+
+            found = uvloop.run(bench.abuse())
+        except ImportError:
+            found = asyncio.run(bench.abuse())
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "abuse.json").write_text(json.dumps(found, indent=2) + "\n")
+        print(f"wrote {args.out / 'abuse.json'}")
+        return 0
     try:
         import uvloop
 

@@ -37,6 +37,13 @@ class Options:
     # authentication costs, in the same run.
     compare_auth: bool = True
     token: str | None = None  # with api_url: an operator token of that system
+    # shopctl bench --abuse: hostile clients instead of the phases (shopctl.bench.abuse)
+    abuse: bool = False
+    abuse_slow: int = 1000
+    abuse_uploads: int = 3
+    abuse_upload_mb: int = 500
+    abuse_flood: int = 20_000
+    abuse_header_timeout_s: float = 10.0
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

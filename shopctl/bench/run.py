@@ -298,6 +298,32 @@ class Bench:
             self.results["saturation"]["settled_per_s"] / baseline, 2)
         return self.results
 
+    async def abuse(self) -> dict[str, Any]:
+        """The abuse phases (``shopctl bench --abuse``) instead of the others."""
+        import httpx2
+
+        from shopctl.bench import abuse
+
+        o = self.options
+        with self.system() as (api_url, redis_url, launcher, data_dir):
+            r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+            await self.authenticate(r, data_dir)
+            async with httpx2.AsyncClient(base_url=api_url, headers=self.operator) as http:
+                await http.post("/products", json={"id": "abuse-p", "name": "Abuse",
+                                                   "price_cents": 1, "stock": 10**9})
+                await http.post("/customers", json={"id": "abuse-c", "name": "Abuse",
+                                                    "email": "a@bench.example",
+                                                    "balance_cents": 10**12})
+            await tokens.revoke(r, "abuse-c")
+            token, _ = await tokens.create(r, "customer", name="abuse-c", customer_id="abuse-c")
+            await r.aclose()  # type: ignore[attr-defined]
+            host, port = api_url.removeprefix("http://").rsplit(":", 1)
+            self.results["abuse"] = await abuse.abuse(
+                host, int(port), launcher, token, self.say, slow=o.abuse_slow,
+                uploads=o.abuse_uploads, upload_mb=o.abuse_upload_mb, flood=o.abuse_flood,
+                header_timeout_s=o.abuse_header_timeout_s)
+        return self.results
+
     async def without_auth(self, rate: float) -> None:
         """Saturation and steady (at the same rate) again, on a fresh system that
         checks no token, the load generator sending no header: the cost of

@@ -1,0 +1,204 @@
+"""``shopctl bench --abuse``: what hostile or broken clients do to a normal one.
+
+Against the real API (the launcher's, on free ports), while a normal client
+keeps asking ``GET /healthz`` and placing orders:
+
+1. ``slow``: N connections that send their headers a byte at a time, never
+   finishing (slowloris). The API closes each after ``API_HEADER_TIMEOUT_S``.
+2. ``uploads``: three 500 MB bodies at once, declared (Content-Length) and
+   streamed (chunked). The API refuses each after at most 64 KiB (413).
+3. ``flood``: as many slow connections as this process may open (20,000 by
+   default): more than the API's open-file limit. How long the normal client
+   is refused, and when it gets in again without anyone's help.
+
+Reported: the normal client's latencies in each phase, the API's peak RSS,
+and the flood's timeline. Nothing is asserted here; the numbers are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shopctl import processes
+from shopctl.bench.harness import Say, percentiles
+
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+@dataclass
+class Probe:
+    """The normal client: one request at a time on a fresh connection, with a
+    deadline; what it got and how long it took."""
+
+    host: str
+    port: int
+    order: bytes
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+
+    async def once(self, kind: str, timeout_s: float = 2.0) -> bool:
+        request = HEALTH if kind == "healthz" else self.order
+        started = time.perf_counter()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), timeout_s)
+            writer.write(request)
+            status = await asyncio.wait_for(reader.readline(), timeout_s)
+            writer.close()
+            ok = status.split()[1:2] in ([b"200"], [b"202"])
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, IndexError):
+            ok = False
+        if ok:
+            self.latencies.setdefault(kind, []).append((time.perf_counter() - started) * 1000)
+        else:
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+        return ok
+
+    async def run_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await self.once("healthz")
+            await self.once("order")
+            await asyncio.sleep(0.05)
+
+    def report(self) -> dict[str, Any]:
+        found = {kind: percentiles(values) for kind, values in self.latencies.items()}
+        return {"latency_ms": found, "failures": dict(self.failures)}
+
+
+async def slow_connection(host: str, port: int, hold_s: float) -> float | None:
+    """Send a request's headers a byte a second; return when the server closed
+    the connection (seconds after it opened), None if it never did."""
+    opened = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return None
+    try:
+        writer.write(b"POST /orders HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        while time.monotonic() - opened < hold_s:
+            try:
+                data = await asyncio.wait_for(reader.read(1024), 1.0)
+            except TimeoutError:
+                writer.write(b"a")
+                continue
+            if not data:  # closed by the server
+                return time.monotonic() - opened
+        return None
+    except OSError:
+        return time.monotonic() - opened
+    finally:
+        writer.close()
+
+
+async def upload(host: str, port: int, size: int, chunked: bool, token: bytes) -> dict[str, Any]:
+    """Send a ``size``-byte body as fast as the server takes it; what came back."""
+    reader, writer = await asyncio.open_connection(host, port)
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
+    writer.write(b"POST /orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                 b"\r\nAuthorization: Bearer %s\r\n%s\r\n\r\n" % (token, framing))
+    block = b" " * (1 << 20)
+    chunk = b"%x\r\n%s\r\n" % (len(block), block)
+    sent, status = 0, b""
+    reading = asyncio.ensure_future(reader.readline())
+    started = time.perf_counter()
+    try:
+        while sent < size and not reading.done():
+            writer.write(chunk if chunked else block)
+            await writer.drain()
+            sent += len(block)
+        status = await asyncio.wait_for(reading, 10)
+    except (OSError, TimeoutError):
+        if reading.done() and not reading.cancelled() and reading.exception() is None:
+            status = reading.result()
+    finally:
+        reading.cancel()
+        writer.close()
+    return {"status": status.decode(errors="replace").strip(),
+            "sent_before_the_answer_mb": round(sent / 2**20),  # mostly in socket buffers
+            "answered_after_s": round(time.perf_counter() - started, 3),
+            "framing": "chunked" if chunked else "content-length"}
+
+
+def api_rss_mb(launcher: int | None) -> dict[str, float | None]:
+    pid = processes.children(launcher).get("api") if launcher else None
+    if pid is None:
+        return {"rss_mb": None, "peak_rss_mb": None}
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    now = next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:")),
+               None)
+    return {"rss_mb": round(now, 1) if now else None,
+            "peak_rss_mb": round(processes.peak_rss_mb(pid) or 0, 1)}
+
+
+async def abuse(host: str, port: int, launcher: int | None, token: str, say: Say, *,
+                slow: int = 1000, uploads: int = 3, upload_mb: int = 500,
+                flood: int = 20_000, header_timeout_s: float = 10.0) -> dict[str, Any]:
+    order = (b'POST /orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
+             b'Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s')
+    body = b'{"lines":[{"product_id":"abuse-p","quantity":1}]}'
+    results: dict[str, Any] = {}
+
+    def probe() -> Probe:
+        return Probe(host, port, order % (token.encode(), len(body), body))
+
+    quiet = probe()
+    await quiet.run_for(3)
+    results["quiet"] = quiet.report() | api_rss_mb(launcher)
+    say(f"abuse      quiet: {results['quiet']}")
+
+    # 1. slow connections, under the API's limits
+    hold = header_timeout_s + 5
+    held = [asyncio.ensure_future(slow_connection(host, port, hold)) for _ in range(slow)]
+    await asyncio.sleep(1)
+    busy = probe()
+    await busy.run_for(max(0.5, min(header_timeout_s - 1.5, 6)))
+    closed = [c for c in await asyncio.gather(*held) if c is not None]
+    results["slow"] = busy.report() | api_rss_mb(launcher) | {
+        "connections": slow, "closed_by_api": len(closed),
+        "closed_after_s": percentiles(closed)}
+    say(f"abuse      {slow} slow connections: {results['slow']}")
+
+    # 2. big bodies
+    text = token.encode()
+    sending = [asyncio.ensure_future(upload(host, port, upload_mb << 20, chunked, text))
+               for chunked in (False, True) for _ in range(uploads)]
+    busy = probe()
+    watcher = asyncio.ensure_future(busy.run_for(3))
+    done = await asyncio.gather(*sending)
+    await watcher
+    results["uploads"] = busy.report() | api_rss_mb(launcher) | {"uploads": done}
+    say(f"abuse      {len(done)} uploads of {upload_mb} MB: {results['uploads']}")
+
+    # 3. a flood past the API's open-file limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    flood = min(flood, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200)
+    started = time.monotonic()
+    held = [asyncio.ensure_future(slow_connection(host, port, 3 * header_timeout_s))
+            for _ in range(flood)]
+    timeline: list[tuple[float, bool]] = []
+    while time.monotonic() - started < 3 * header_timeout_s:
+        ok = await probe().once("healthz", timeout_s=1.0)
+        timeline.append((round(time.monotonic() - started, 2), ok))
+        if ok and any(not good for _, good in timeline) and time.monotonic() - started > 2:
+            break  # refused for a while, and back
+        await asyncio.sleep(0.1)
+    refused = [at for at, ok in timeline if not ok]
+    back = next((at for at, ok in timeline if ok and refused and at > refused[0]), None)
+    for task in held:
+        task.cancel()
+    await asyncio.gather(*held, return_exceptions=True)
+    results["flood"] = api_rss_mb(launcher) | {
+        "connections": flood, "probes": len(timeline), "refused_probes": len(refused),
+        "first_refused_s": refused[0] if refused else None,
+        "last_refused_s": refused[-1] if refused else None, "back_at_s": back}
+    say(f"abuse      flood of {flood} slow connections: {results['flood']}")
+    return results
