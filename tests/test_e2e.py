@@ -192,3 +192,103 @@ def test_200_orders_at_once_on_the_running_system(
         print(f"\n  running system: 200 orders accepted in {accepted:.2f}s, all final in "
               f"{settled:.2f}s ({200 / settled:.0f} orders/s settled; API, projector, "
               "2 payment and 2 inventory processes on 2 cores)")
+
+
+def test_a_launcher_killed_by_sigkill_takes_its_children_with_it(tmp_path: Path) -> None:
+    shop = Running(tmp_path, free_port(), free_port(), "--no-demo")
+    shop.wait_for("ready: API on")
+    children = shop.children
+    assert {"redis", "api", "projector", "payment-1", "inventory-1"} <= set(children)
+    shop.proc.kill()  # no handler runs: only the kernel can tell the children
+    shop.proc.wait(10)
+    deadline = time.monotonic() + 20
+    alive = dict(children)
+    while alive:
+        alive = {name: pid for name, pid in alive.items() if _alive(pid)}
+        assert time.monotonic() < deadline, f"still running after the launcher died: {alive}"
+        time.sleep(0.1)
+    # And a new launcher starts on the same folder and ports, with the data kept.
+    again = Running(tmp_path, shop_port(shop, "--redis-port"), shop_port(shop, "--api-port"),
+                    "--no-demo")
+    try:
+        again.wait_for("ready: API on")
+    finally:
+        assert again.stop() == 0
+
+
+def test_a_second_launcher_on_a_running_data_folder_says_what_runs_where(
+    tmp_path: Path
+) -> None:
+    api_port = free_port()
+    shop = Running(tmp_path, free_port(), api_port, "--no-demo")
+    try:
+        shop.wait_for("ready: API on")
+        second = subprocess.run(
+            [sys.executable, "-m", "shopctl", "up", "--data-dir", str(tmp_path),
+             "--redis-port", str(free_port()), "--api-port", str(free_port())],
+            capture_output=True, text=True, timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "REDIS_URL"})
+    finally:
+        assert shop.stop() == 0
+    assert second.returncode == 1
+    assert f"shopctl is already running on {tmp_path.resolve()} (pid {shop.proc.pid}" in \
+        second.stdout
+    assert f"API on http://127.0.0.1:{api_port}" in second.stdout
+    assert "Traceback" not in second.stdout + second.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; it waits for its reaper
+
+
+def shop_port(shop: Running, option: str) -> int:
+    args = shop.proc.args
+    assert isinstance(args, list)
+    return int(args[args.index(option) + 1])
+
+
+def test_a_redis_with_a_password_works_end_to_end_and_the_password_is_never_printed(
+    tmp_path: Path
+) -> None:
+    from shopctl.redis_server import command, wait_until_ready
+
+    password = "pw-" + os.urandom(8).hex()
+    port = free_port()
+    server = subprocess.Popen(
+        [*command(port, tmp_path, aof=False), "--requirepass", password],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    try:
+        wait_until_ready(url)
+        with pytest.raises(redis.AuthenticationError):  # it does need the password
+            redis.Redis(port=port).ping()
+        shop = Running(tmp_path / "data", free_port(), api_port := free_port(), "--redis-url",
+                       url)
+        try:
+            shop.wait_for("ready: API on")
+            with httpx2.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10,
+                               headers=shop.auth("alice")) as http:
+                placed = http.post("/orders", json={"lines": [
+                    {"product_id": "item1", "quantity": 1}]})
+                assert placed.status_code == 202, placed.text
+                assert poll_until_final(http, placed.json()["id"])["status"] == "completed"
+            made = subprocess.run(
+                [sys.executable, "-m", "shopctl", "token", "list", "--redis-url", url],
+                capture_output=True, text=True, timeout=30)
+            assert made.returncode == 0 and "demo-alice" in made.stdout
+            dead = subprocess.run(
+                [sys.executable, "-m", "shopctl", "dead", "list", "--redis-url", url],
+                capture_output=True, text=True, timeout=30)
+            assert dead.returncode == 0 and "0 dead letter(s)" in dead.stdout
+        finally:
+            assert shop.stop() == 0
+        log = "\n".join(shop.lines)
+        assert f"using your Redis at redis://:***@127.0.0.1:{port}/0" in log
+        assert password not in log
+    finally:
+        server.terminate()
+        server.wait(10)
