@@ -3,10 +3,12 @@ in paths (the rule of ids in bodies)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis.asyncio
 from fastapi import Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 
 from order_api.schemas import ID_PATTERN, ID_RULE
 
@@ -21,3 +23,27 @@ RedisDep = Annotated[redis.asyncio.Redis, Depends(get_redis)]
 
 
 PathId = Annotated[str, Path(pattern=ID_PATTERN, description=ID_RULE, examples=["item1"])]
+
+
+def refuse_unknown(names: Any, known: set[str]) -> None:
+    """A query parameter the route does not take is a mistake (``?custmer_id=``
+    would otherwise list every order): 422, naming it."""
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise RequestValidationError([
+            {"type": "extra_forbidden", "loc": ("query", name), "msg": "Extra inputs are not "
+             "permitted", "input": None} for name in unknown])
+
+
+async def known_query(request: Request) -> None:
+    """Every route's: its query parameters are those it declares."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    declared: set[str] = set()
+    found = [route.dependant] if isinstance(route, APIRoute) else []
+    while found:  # the route's own parameters and its dependencies'
+        dependant = found.pop()
+        declared |= {param.alias for param in dependant.query_params}
+        found += dependant.dependencies
+    refuse_unknown(request.query_params.keys(), declared)

@@ -1,4 +1,4 @@
-"""The API process: the app, its error answers, and its uvicorn entry point."""
+"""The API process: the app, what serves it, and its uvicorn entry point."""
 
 from __future__ import annotations
 
@@ -7,32 +7,19 @@ import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import redis.asyncio
 import redis.exceptions
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
-from pydantic.json_schema import models_json_schema
-from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from order_api import catalog
-from order_api.errors import (
-    Conflict,
-    Forbidden,
-    NotFound,
-    OutcomeUnknown,
-    Unauthorized,
-    Unprocessable,
-)
+from order_api import answers, catalog, openapi
+from order_api.deps import known_query
 from order_api.guard import RequestGuard
 from order_api.routes import customers, health, me, ops, orders, products
-from order_api.schemas import OrderIn
 from order_api.server import run_server
 from order_api.settings import ApiSettings
 from streams import logs
@@ -82,6 +69,7 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
         lifespan=lifespan,
         telemetry=NO_TELEMETRY,
         max_body_size=settings.api_max_body_bytes,
+        dependencies=[Depends(known_query)],
     )
     if settings.cors_origins:  # closed unless an allow-list is set
         app.add_middleware(
@@ -94,119 +82,13 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
     for router in (orders.router, products.router, customers.router, ops.router, me.router,
                    health.router):
         app.include_router(router)
-    _add_error_answers(app)
-    _document_hot_routes(app)
+    answers.install(app)
+    openapi.document(app)
     app.state.settings = settings
     if client is not None:
         app.state.redis = client
         app.state.intake = AutoPipeline(client)
     return app
-
-
-def _document_hot_routes(app: FastAPI) -> None:
-    """POST /orders is a plain Starlette route (routes/orders.py), which FastAPI
-    does not describe: add it, and the body schema it parses, to OpenAPI."""
-    default = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            spec = default()
-            _, definitions = models_json_schema(
-                [(OrderIn, "validation")], ref_template="#/components/schemas/{model}"
-            )
-            spec["components"]["schemas"].update(definitions["$defs"])
-            spec["paths"].setdefault("/orders", {})["post"] = orders.PLACE_ORDER_DOCS | {
-                "responses": orders.PLACE_ORDER_DOCS["responses"] | _documented(
-                    orders.PLACE_ORDER_ERRORS, spec)}
-        return app.openapi_schema  # type: ignore[return-value]
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _documented(errors: dict[int | str, dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
-    """Error answers of ``schemas.answers`` as OpenAPI response objects, their
-    models added to the document's schemas."""
-    models = [info["model"] for info in errors.values()]
-    _, definitions = models_json_schema([(m, "serialization") for m in models],
-                                        ref_template="#/components/schemas/{model}")
-    spec["components"]["schemas"].update(definitions.get("$defs", {}))
-    return {str(code): {"description": info["description"], "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{info['model'].__name__}"}}}}
-        for code, info in errors.items()}
-
-
-def _problem(status: int, detail: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
-
-
-def _add_error_answers(app: FastAPI) -> None:
-    @app.exception_handler(NotFound)
-    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return _problem(404, str(exc))
-
-    @app.exception_handler(Conflict)
-    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return _problem(409, str(exc))
-
-    @app.exception_handler(Unprocessable)
-    async def unprocessable(_: Request, exc: Unprocessable) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "errors": []}, status_code=422)
-
-    @app.exception_handler(Unauthorized)
-    async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
-        challenge = 'Bearer error="invalid_token"' if exc.invalid_token else "Bearer"
-        return _problem(401, str(exc), **{"WWW-Authenticate": challenge})
-
-    @app.exception_handler(Forbidden)
-    async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return _problem(403, str(exc))
-
-    @app.exception_handler(OutcomeUnknown)
-    async def unknown(_: Request, exc: OutcomeUnknown) -> JSONResponse:
-        location = f"/orders/{exc.order_id}"
-        return JSONResponse({
-            "detail": f"the data store did not confirm the order in time ({exc}): it may have "
-                      f"been placed, or may still be. Do not place it again: GET {location} "
-                      "shows it once it is placed, or send the same request with the same "
-                      "Idempotency-Key, which returns the order if it was placed and places "
-                      "it if it was not",
-            "outcome": "unknown", "order_id": exc.order_id, "location": location,
-        }, status_code=504, headers={"Location": location})
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        headers = dict(exc.headers or {})
-        detail = exc.detail
-        if exc.status_code == 413:  # the body is left unread: don't read it for the next one
-            limit = request.app.state.settings.api_max_body_bytes
-            detail = (f"the body is over {limit} bytes "
-                      "(API_MAX_BODY_BYTES); it was not read")
-            headers["Connection"] = "close"
-        return JSONResponse({"detail": detail}, status_code=exc.status_code,
-                            headers=headers or None)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
-            problems.append(f"{where}: {err['msg']}")
-        return JSONResponse(
-            {"detail": "; ".join(problems), "errors": jsonable_errors(exc)}, status_code=422
-        )
-
-    @app.exception_handler(redis.exceptions.ConnectionError)
-    @app.exception_handler(redis.exceptions.TimeoutError)
-    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("redis unreachable: %s", exc)
-        return _problem(503, "the data store is unreachable and nothing was done; try again "
-                             "shortly", **{"Retry-After": "1"})
-
-
-def jsonable_errors(exc: RequestValidationError) -> list[dict[str, object]]:
-    return [
-        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()
-    ]
 
 
 class HotPath:

@@ -184,9 +184,9 @@ async def place(
         case ["exists"]:
             return await get(r, order_id), False
         case ["unknown_customer"]:
-            raise Unprocessable(f"customer_id: customer {customer_id!r} does not exist")
+            raise NotFound(f"customer_id: customer {customer_id!r} does not exist")
         case ["unknown_products", *unknown]:
-            raise Unprocessable(f"lines: unknown product(s): {', '.join(map(repr, unknown))}")
+            raise NotFound(f"lines: unknown product(s): {', '.join(map(repr, unknown))}")
         case ["mismatch", _]:
             raise Unprocessable(
                 f"Idempotency-Key {idempotency_key!r} was already used for a different order "

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from streams import keys
 
 # Ids end up inside Redis keys: no colons, no spaces, no braces. The same rule
 # for an id in a body, in a path and in an MCP tool's arguments.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ID_RULE = "1-64 letters, digits, '_', '.', '-'"
 Id = Annotated[str, Field(pattern=ID_PATTERN, description=ID_RULE, examples=["item1"])]
+
+
+def _a_number(value: object) -> object:
+    """JSON's integers, 2 and 2.0 alike (JSON Schema's "integer" is both), but
+    never "2" or true."""
+    if isinstance(value, str | bytes | bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+NUMBER = BeforeValidator(_a_number)  # after the bounds, so that OpenAPI shows them
 # Bounded so that any order total stays exact in Lua's doubles (< 2**53).
-PriceCents = Annotated[int, Field(strict=True, ge=0, le=100_000_000)]
-BalanceCents = Annotated[int, Field(strict=True, ge=0, le=10**13)]
-Quantity = Annotated[int, Field(strict=True, ge=1, le=10_000)]
+PriceCents = Annotated[int, Field(ge=0, le=100_000_000), NUMBER]
+BalanceCents = Annotated[int, Field(ge=0, le=10**13), NUMBER]
+Quantity = Annotated[int, Field(ge=1, le=10_000), NUMBER]
+Stock = Annotated[int, Field(ge=0, le=1_000_000_000), NUMBER]
 OrderStatus = Literal["pending", "paid", "failed", "completed", "rejected", "refunded"]
 # An order in one of these has reached the end of its saga.
 FINAL_STATUSES = frozenset({"failed", "completed", "rejected", "refunded"})
@@ -28,12 +44,14 @@ class ProductIn(Body):
     id: Id | None = Field(None, description="Given (e.g. item1) or generated.")
     name: str = Field(min_length=1, max_length=200)
     price_cents: PriceCents
-    stock: int = Field(0, strict=True, ge=0, le=1_000_000_000)
+    stock: Stock = 0
 
 
 class ProductPatch(Body):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    price_cents: PriceCents | None = None
+    # Left out, not null: a field given is a value to set.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    name: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]
+    price_cents: PriceCents = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _something(self) -> ProductPatch:
@@ -43,7 +61,7 @@ class ProductPatch(Body):
 
 
 class Restock(Body):
-    quantity: int = Field(strict=True, ge=1, le=1_000_000)
+    quantity: Annotated[int, Field(ge=1, le=1_000_000), NUMBER]
 
 
 class ProductOut(BaseModel):
@@ -56,7 +74,9 @@ class ProductOut(BaseModel):
 class CustomerIn(Body):
     id: Id | None = Field(None, description="Given (e.g. alice) or generated.")
     name: str = Field(min_length=1, max_length=200)
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
+    # No @ or spaces around one @; the class spelled out, as regex engines (and so
+    # this API and its OpenAPI readers) disagree on what \s is.
+    email: str = Field(pattern=r"^[^@ \t\r\n]+@[^@ \t\r\n]+$", max_length=254)
     balance_cents: BalanceCents = 0
 
 
@@ -163,9 +183,16 @@ class DeadLetterOut(BaseModel):
     failed_at: str
 
 
+# A stream of the flow, and a dead letter's ref in one of their dead-letter streams.
+_STREAMS = "|".join(re.escape(s) for s in keys.ALL_STREAMS)
+STREAM_PATTERN = rf"^({_STREAMS})({re.escape(keys.DEAD_SUFFIX)})?$"
+DEAD_LETTER_REF = rf"^({_STREAMS}){re.escape(keys.DEAD_SUFFIX)}/[0-9]{{1,19}}-[0-9]{{1,19}}$"
+
+
 class Replay(Body):
-    refs: list[Annotated[str, Field(max_length=200)]] = Field(min_length=1, max_length=1000,
-                            examples=[["orders.created.dead/1795240384759-0"]])
+    refs: list[Annotated[str, Field(pattern=DEAD_LETTER_REF)]] = Field(
+        min_length=1, max_length=100, examples=[["orders.created.dead/1795240384759-0"]],
+        description="Dead letters as GET /ops/dead-letters names them (ref).")
 
 
 class ReplayOut(BaseModel):
@@ -200,7 +227,7 @@ _ANSWERS: dict[int, tuple[str, type[BaseModel]]] = {
     401: ("No token, or one that is unknown, revoked or expired "
           "(with WWW-Authenticate: Bearer).", Problem),
     403: ("The token's role or customer may not do this.", Problem),
-    404: ("The id names nothing.", Problem),
+    404: ("An id names nothing: in the path, or a customer or product in the body.", Problem),
     409: ("The id is taken.", Problem),
     413: ("The body is larger than API_MAX_BODY_BYTES; it was not read.", Problem),
     415: ("The body is not application/json.", Problem),

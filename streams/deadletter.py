@@ -213,4 +213,5 @@ async def purge(client: Any, refs: list[str]) -> int:
         return sum(await pipe.execute())
 
 
-_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
+# Each part below 2**63, so that Redis always reads it as an entry id.
+_ENTRY_ID = re.compile(r"\d{1,19}-\d{1,19}")

@@ -128,7 +128,7 @@ def test_orders_are_listed_newest_first_filtered_and_paginated(
             {"product_id": "item1", "quantity": 1}]}, 403,
          "this token acts for customer 'alice', not 'zed'"),
         ("post", "/orders", {"customer_id": "alice", "lines": [
-            {"product_id": "item9", "quantity": 1}]}, 422, "unknown product(s): 'item9'"),
+            {"product_id": "item9", "quantity": 1}]}, 404, "unknown product(s): 'item9'"),
         ("post", "/orders", {"customer_id": "alice", "lines": []}, 422,
          "lines: List should have at least 1 item"),
         ("post", "/orders", {"customer_id": "alice", "lines": [
@@ -277,7 +277,7 @@ def test_operators_see_streams_groups_and_dead_letters(
     assert api.get("/ops/dead-letters").json() == []
     answer = api.post("/ops/dead-letters/replay", json={"refs": ["nowhere/1-0"]})
     assert answer.status_code == 422 and answer.json()["detail"].startswith(
-        "refs: 'nowhere/1-0': the part before '/' must be one of orders.created.dead")
+        "refs.0: String should match pattern")
     answer = api.post("/ops/dead-letters/replay", json={"refs": ["orders.created.dead/1-0"]})
     assert answer.json() == {"results": {"orders.created.dead/1-0": "no such dead letter"}}
     assert api.get("/ops/dead-letters", params={"stream": "nope"}).status_code == 422
@@ -307,7 +307,7 @@ def test_the_hot_path_answers_as_the_app_does(api: TestClient, alice: dict[str, 
     assert bad.status_code == 422 and bad.json()["detail"].startswith("lines: List should")
     unknown = api.post("/orders", json={"lines": [{"product_id": "tea", "quantity": 1}]},
                        headers=alice)
-    assert unknown.status_code == 422 and "unknown product(s): 'tea'" in unknown.text
+    assert unknown.status_code == 404 and "unknown product(s): 'tea'" in unknown.text
     assert api.get("/orders").json()["total"] == 1  # everything else: the app
 
 

@@ -264,7 +264,7 @@ async def test_the_ops_server_keeps_stock_and_watches_the_streams(
                                             price_cents=-1)
         assert "already" in await error(client, "add_product", name="Tea again",
                                         price_cents=1, product_id="tea")
-        assert "must be one of orders.created.dead" in await error(
+        assert "refs.0: String should match pattern '^(orders\\.created|" in await error(
             client, "replay_dead_letters", refs=["junk"])
         assert "product_id: String should match" in await error(
             client, "restock", product_id="../ops/dead-letters/replay#", quantity=1)

@@ -8,7 +8,14 @@ from order_api import ops
 from order_api.auth import operator
 from order_api.deps import RedisDep
 from order_api.errors import Unprocessable
-from order_api.schemas import DeadLetterOut, Replay, ReplayOut, StreamHealth, answers
+from order_api.schemas import (
+    STREAM_PATTERN,
+    DeadLetterOut,
+    Replay,
+    ReplayOut,
+    StreamHealth,
+    answers,
+)
 from streams import deadletter
 
 router = APIRouter(prefix="/ops", tags=["operations"], dependencies=[Depends(operator)],
@@ -24,7 +31,8 @@ async def streams(r: RedisDep) -> list[StreamHealth]:
 @router.get("/dead-letters", response_model=list[DeadLetterOut], responses=answers(422))
 async def dead_letters(
     r: RedisDep,
-    stream: Annotated[str | None, Query(max_length=200)] = None,
+    stream: Annotated[str | None, Query(
+        pattern=STREAM_PATTERN, description="A stream, e.g. orders.created, or its .dead.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
     """Dead letters, newest first, of one stream (e.g. orders.created) or all (operator)."""

@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from order_api import orders
 from order_api.auth import Caller, authenticate, orderer, own_customer
-from order_api.deps import PathId, RedisDep
+from order_api.deps import PathId, RedisDep, refuse_unknown
 from order_api.errors import NotFound, Unprocessable
 from order_api.schemas import Id, OrderIn, OrderOut, OrderPage, OrderStatus, answers
 
@@ -31,6 +31,7 @@ async def place_order(request: Request) -> Response:
     it in the OpenAPI description as FastAPI would have.
     """
     principal = await authenticate(request)
+    refuse_unknown(request.query_params.keys(), set())
     try:
         body = OrderIn.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -77,7 +78,7 @@ PLACE_ORDER_DOCS: dict[str, Any] = {
     },
 }
 # Its error answers (401 ... 504), filled in with the rest of the OpenAPI document.
-PLACE_ORDER_ERRORS = answers(401, 403, 413, 415, 422, 504)
+PLACE_ORDER_ERRORS = answers(401, 403, 404, 413, 415, 422, 504)
 
 
 @router.get("", response_model=OrderPage, responses=answers(401, 403, 422))
