@@ -75,7 +75,7 @@ class RequestGuard:
 
 
 async def _refuse(send: Send, status: int, detail: str, *, close: bool = False) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
     if close:  # the body is left unread: don't read it to reach the next request

@@ -182,7 +182,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         client = get_remote_addr(self.transport)
         log.info("refused %s: %d %s", f"{client[0]}:{client[1]}" if client else "a client",
                  status, detail)
-        body = json.dumps({"detail": detail}).encode()
+        body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
         reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
