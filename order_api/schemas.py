@@ -231,7 +231,8 @@ _ANSWERS: dict[int, tuple[str, type[BaseModel]]] = {
     409: ("The id is taken.", Problem),
     413: ("The body is larger than API_MAX_BODY_BYTES; it was not read.", Problem),
     415: ("The body is not application/json.", Problem),
-    422: ("A field, parameter or header is wrong; each is named.", ValidationProblem),
+    422: ("A field, parameter or header is wrong, or not one the route takes; each is "
+          "named.", ValidationProblem),
     503: ("The data store is unreachable and nothing was done: try again after "
           "Retry-After seconds.", Problem),
     504: ("The outcome is unknown: the order may have been placed. Do not place it again: "
@@ -240,8 +241,10 @@ _ANSWERS: dict[int, tuple[str, type[BaseModel]]] = {
 }
 
 
-def answers(*codes: int) -> dict[int | str, dict[str, object]]:
-    """The error answers of a route, for its ``responses=``; 400 and 503 come with
-    every route (any request can carry a wrong Host; any may find Redis down)."""
+def answers(*codes: int, redis: bool = True) -> dict[int | str, dict[str, object]]:
+    """The error answers of a route, for its ``responses=``. 400 and 422 come
+    with every route (any request can carry a wrong Host, or a query parameter
+    the route does not take), and 503 with every route that uses Redis."""
+    every = {400, 422, 503} if redis else {400, 422}
     return {code: {"description": _ANSWERS[code][0], "model": _ANSWERS[code][1]}
-            for code in sorted({400, 503, *codes})}
+            for code in sorted(every | set(codes))}

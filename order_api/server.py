@@ -15,11 +15,13 @@ Idle keep-alive connections close after uvicorn's ``timeout_keep_alive``.
 Each answer is JSON, as the app's are.
 
 A connection closed in the middle of a request (a refusal before the body was
-read: 408, 413, 415, 431) closes as nginx closes one ("lingering close"): the
-answer is sent, the sending side shut, and what the client still sends is read
-and dropped for up to ``LINGER_S`` before the socket closes. A plain close
-with unread data makes the kernel reset the connection, and the client often
-loses the answer that said why. Limits beyond one process (many
+read: 408, 413, 415, 431) lingers before it closes: the answer is sent and the
+sending side shut, then nothing more is read (what the client still sends
+waits in the kernel's buffers, which stay bounded by the socket's window)
+for ``LINGER_S``, and only then is the socket closed. Closed at once, with
+data unread, the kernel resets the connection, and a client still sending
+often loses the answer that said why; read until the end, a 500 MB upload
+costs the API the reading of 500 MB. Limits beyond one process (many
 thousands of connections from many addresses) belong in a reverse proxy in
 front: see docs/operations.md.
 """
@@ -69,8 +71,8 @@ class _Lingering:
             transport.close()
             return
         self._protocol.draining = True
+        transport.pause_reading()
         transport.write_eof()  # after what is buffered: the answer reaches the client
-        transport.resume_reading()
         self._protocol.loop.call_later(LINGER_S, transport.close)
 
 
@@ -85,7 +87,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
         self.in_request = False  # from a request's first byte to its last
-        self.draining = False  # closed in the middle of one: the rest is dropped
+        self.draining = False  # closed in the middle of one: nothing more is read
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_Lingering(transport, self))  # type: ignore[arg-type]

@@ -160,6 +160,10 @@ def test_orders_are_listed_newest_first_filtered_and_paginated(
         ("post", "/products/item1/restock", {"quantity": -3}, 422,
          "quantity: Input should be greater than or equal to 1"),
         ("get", "/orders?status=lost", None, 422, "query.status: Input should be"),
+        ("post", "/ops/dead-letters/replay", {"refs": [
+            "orders.created.dead/99999999999999999999-0"]}, 422, "refs.0: String should match"),
+        ("get", "/orders?custmer_id=bob", None, 422,
+         "query.custmer_id: Extra inputs are not permitted"),
     ],
 )
 def test_bad_requests_get_a_clear_4xx_naming_the_problem(
@@ -281,6 +285,36 @@ def test_operators_see_streams_groups_and_dead_letters(
     answer = api.post("/ops/dead-letters/replay", json={"refs": ["orders.created.dead/1-0"]})
     assert answer.json() == {"results": {"orders.created.dead/1-0": "no such dead letter"}}
     assert api.get("/ops/dead-letters", params={"stream": "nope"}).status_code == 422
+
+
+def test_every_error_answer_is_described_in_openapi_with_its_schema(api: TestClient) -> None:
+    spec = api.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert {"Problem", "ValidationProblem", "UnknownOutcome"} <= set(schemas)
+    operations = {f"{method.upper()} {path}": op for path, ops in spec["paths"].items()
+                  for method, op in ops.items()}
+    for name, op in operations.items():
+        codes = set(op["responses"])
+        assert {"400", "422"} <= codes, name  # a wrong Host, an unknown parameter: any route
+        assert ("503" in codes) == (name != "GET /healthz"), name  # Redis away
+        for code in codes - {"200", "201", "202", "204"}:
+            schema = op["responses"][code]["content"]["application/json"]["schema"]
+            assert schema["$ref"].rsplit("/", 1)[1] in schemas, (name, code)
+    assert {"401", "403", "404", "413", "415", "422", "504"} <= set(
+        operations["POST /orders"]["responses"])
+    assert operations["POST /orders"]["responses"]["504"]["content"]["application/json"][
+        "schema"] == {"$ref": "#/components/schemas/UnknownOutcome"}
+    assert {"401", "403", "409"} <= set(operations["POST /products"]["responses"])
+    assert "401" not in operations["GET /products"]["responses"]  # the catalog is open
+    links = operations["POST /products"]["responses"]["201"]["links"]
+    assert {link["parameters"]["product_id"] for link in links.values()} == {
+        "$response.body#/id"}
+
+
+def test_a_method_a_path_does_not_take_is_405_naming_those_it_does(api: TestClient) -> None:
+    answer = api.request("PUT", "/products/item1")
+    assert answer.status_code == 405 and answer.headers["allow"] == "DELETE, GET, PATCH"
+    assert answer.json() == {"detail": "PUT is not allowed here; allowed: DELETE, GET, PATCH"}
 
 
 def test_the_order_body_and_key_are_described_in_openapi(api: TestClient) -> None:
