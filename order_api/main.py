@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from order_api import answers, catalog, openapi
@@ -114,6 +115,8 @@ class HotPath:
         request = Request(scope, receive, send)
         try:
             response = await orders.place_order(request)
+        except ClientDisconnect:
+            return  # gone (or cut off by the server's timeouts): nobody to answer
         except Exception as exc:
             answer = next((self.app.exception_handlers[kind] for kind in type(exc).__mro__
                            if kind in self.app.exception_handlers), None)

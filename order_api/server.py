@@ -93,7 +93,6 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_made(_Lingering(transport, self))  # type: ignore[arg-type]
         self._arm(self.header_timeout_s, "headers")
 
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
@@ -189,8 +188,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, reason, len(body), body))
-        if self.cycle is not None:
-            self.cycle.response_complete = True  # the app's answer, if any, goes nowhere
+        if self.cycle is not None:  # the app hears a disconnect; its answer goes nowhere
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
         self.transport.close()
 
 
