@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
 from shopctl.redis_server import RedisServer, free_port
+from tests.conftest import make_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -89,9 +91,13 @@ def test_headers_sent_too_slowly_are_cut_off_with_408(api: int) -> None:
 
 
 @pytest.mark.parametrize("path", ["/products", "/orders"])  # FastAPI's route, and the hot path
-def test_a_body_sent_too_slowly_is_cut_off_with_408(api: int, path: str) -> None:
+def test_a_body_sent_too_slowly_is_cut_off_with_408(
+    api: int, redis_server: RedisServer, path: str
+) -> None:
+    operator = make_token(lambda: redis.asyncio.Redis.from_url(redis_server.url), "operator")
     head = (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 100\r\n\r\n" % path.encode())
+            b"Authorization: Bearer %s\r\nContent-Length: 100\r\n\r\n" % (
+                path.encode(), operator.encode()))
     answer = exchange(api, head, *([b" "] * 40), pause_s=0.1)
     status, body = status_and_body(answer)
     assert status == 408
