@@ -87,8 +87,12 @@ class Customers:
             for i in range(ORDERS)
         ]
         self.accepted: dict[str, str] = {}  # key -> order id
-        self.retries = self.replays = 0
+        self.retries = self.replays = self.unknown = 0
         self.lock = threading.Lock()
+        # The last tenth of the orders waits until the planned chaos (the stuck
+        # consumer, the Redis kill) has happened: it must happen while orders
+        # flow, however fast the system takes them or however long a step takes.
+        self.planned_done = threading.Event()
 
     def send(self, share: list[tuple[str, dict]]) -> None:
         """Place ``share`` in order, no faster than one order every ``PACE_S``:
@@ -97,6 +101,8 @@ class Customers:
         next_at = time.monotonic()
         with httpx2.Client(base_url=self.base, timeout=5) as http:
             for key, body in share:
+                if len(self.accepted) >= ORDERS * 9 // 10:
+                    assert self.planned_done.wait(120), "the planned chaos never happened"
                 time.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += PACE_S
                 self.accepted[key] = self._place(http, key, body)
@@ -114,6 +120,9 @@ class Customers:
                     return answer.json()["id"]
                 # 503: nothing was done; 504: perhaps it was. Either way: the same key again.
                 assert answer.status_code in (503, 504), f"{answer.status_code}: {answer.text}"
+                if answer.status_code == 504:
+                    with self.lock:
+                        self.unknown += 1
             except httpx2.TransportError:
                 pass  # the API was killed mid-request: did it take the order? Ask again.
             with self.lock:
@@ -267,6 +276,7 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
                     os.kill(shop.children["redis"], signal.SIGKILL)
                     redis_restarted_at = len(customers.accepted)
                     kills["redis"] += 1
+                    customers.planned_done.set()
                     continue
             except redis.ConnectionError:
                 continue  # Redis is coming back
@@ -332,7 +342,8 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
     killed = ", ".join(f"{name} {n}" for name, n in sorted(kills.items()))
     with capsys.disabled():
         print(f"\n  chaos (seed {SEED}): {ORDERS + 1} orders accepted over HTTP in {sending:.1f}s "
-              f"({customers.retries} retries with the same key, {customers.replays} answered "
+              f"({customers.retries} retries with the same key, {customers.unknown} of them "
+              f"after an unknown outcome (504), {customers.replays} answered "
               f"from an earlier try), {sum(kills.values())} SIGKILLs ({killed}), Redis killed "
               f"once at order {redis_restarted_at}, payment-1 frozen until a survivor claimed "
               f"the {stuck_held} message(s) it held, "
