@@ -1,8 +1,9 @@
 """Who is calling: the bearer token of each request, checked against Redis.
 
-Routes declare what they need: ``Caller`` (any valid token), ``Operator``,
-or ``Shopper`` (a customer token, or any caller with ``API_AUTH=false``).
-Reading the catalog and the health checks need nothing.
+Routes declare what they need: ``Caller`` (any valid token) or ``Operator``;
+``own_customer`` holds a customer token to its own customer, and ``orderer``
+says whom an order is for. Reading the catalog and the health checks need
+nothing.
 """
 
 from __future__ import annotations
