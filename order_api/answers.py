@@ -23,7 +23,7 @@ from order_api.errors import (
     Unprocessable,
 )
 
-log = logging.getLogger("order_api.main")
+log = logging.getLogger(__name__)
 
 
 def _problem(status: int, detail: str, **headers: str) -> JSONResponse:

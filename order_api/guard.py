@@ -44,6 +44,7 @@ class RequestGuard:
             return
         host = content_type = None
         length = b""
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value
@@ -51,6 +52,8 @@ class RequestGuard:
                 content_type = value
             elif name == b"content-length":
                 length = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if not self.any_host and (host is None or _host_of(host) not in self.hosts):
             shown = host.decode("latin-1")[:100] if host else "none"
             await _refuse(send, 400, f"Host header {shown!r} is not a host this API answers "
@@ -63,8 +66,7 @@ class RequestGuard:
             await _refuse(send, 413, f"the body is over {self.max_body_bytes} bytes "
                                      "(API_MAX_BODY_BYTES); it was not read", close=True)
             return
-        has_body = length not in (b"", b"0") or any(
-            name == b"transfer-encoding" for name, _ in scope["headers"])
+        has_body = chunked or length not in (b"", b"0")
         if scope["method"] in _BODY_METHODS and has_body and not (
                 content_type and _is_json(content_type)):
             shown = content_type.decode("latin-1")[:100] if content_type else "none"
