@@ -3,6 +3,8 @@ WORKDIR /app
 ENV PYTHONUNBUFFERED=1
 COPY pyproject.toml README.md ./
 COPY access ./access
+COPY shop ./shop
+COPY status_projector ./status_projector
 COPY streams ./streams
 COPY order_api ./order_api
 COPY payment_worker ./payment_worker

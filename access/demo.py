@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from access import tokens
+from shop.topology import SHOP
+from streams.topology import stored_topology
 
 OPERATOR = "operator"
 
@@ -27,15 +29,16 @@ async def ensure(r: Any, data_dir: Path, customers: list[str]) -> dict[str, str]
     it is for (``operator``, ``alice``, ...); made when missing."""
     where = folder(data_dir)
     where.mkdir(parents=True, exist_ok=True)
+    topology = await stored_topology(r, SHOP)
     found: dict[str, str] = {}
     for who in (OPERATOR, *customers):
         path = where / who
         token = path.read_text().strip() if path.is_file() else ""
-        if not token or await tokens.verify(r, token) is None:
+        if not token or await tokens.verify(r, topology, token) is None:
             name = f"demo-{who}"
-            await tokens.revoke(r, name)
+            await tokens.revoke(r, topology, name)
             token, _ = await tokens.create(
-                r, "operator" if who == OPERATOR else "customer", name=name,
+                r, topology, "operator" if who == OPERATOR else "customer", name=name,
                 customer_id=None if who == OPERATOR else who)
             path.write_text(token + "\n")
             os.chmod(path, 0o600)  # a secret: the owner's only

@@ -28,9 +28,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from streams import keys
+from shop import keys
+from shop.topology import customer_partition
 from streams.envelope import utc_now
 from streams.scripts import Script, evaluate
+from streams.topology import Topology
 
 Role = Literal["operator", "customer"]
 ROLES: tuple[Role, ...] = ("operator", "customer")
@@ -70,13 +72,12 @@ class TokenInfo:
 
 
 # Claim the name and write the record together: a taken name changes nothing.
-# KEYS: token names, the new token's record, the customer (when one is named).
+# Tokens live in partition 0. KEYS: token names, the new token's record.
 # ARGV: name, id, then the record's field/value pairs; the TTL in ms ('' for none).
 CREATE = Script(
     "create_token",
     """
 local ttl = table.remove(ARGV)
-if #KEYS == 3 and redis.call('EXISTS', KEYS[3]) == 0 then return 'no_customer' end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 'name_taken' end
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -100,8 +101,8 @@ def digest(secret: str) -> str:
 
 
 async def create(
-    r: Any, role: Role, *, name: str | None = None, customer_id: str | None = None,
-    ttl_s: int | None = None,
+    r: Any, topology: Topology, role: Role, *, name: str | None = None,
+    customer_id: str | None = None, ttl_s: int | None = None,
 ) -> tuple[str, TokenInfo]:
     """A new token: returns its text (shown once, never stored) and its record."""
     if role not in ROLES:
@@ -121,28 +122,31 @@ async def create(
         "customer_id": customer_id or "", "created_at": info.created_at,
         "expires_ms": str(expires_ms or ""),
     }
-    script_keys = [keys.token_names(), keys.token(token_id)]
-    if customer_id is not None:
-        script_keys.append(keys.customer(customer_id))
-    answer = await evaluate(r, CREATE, script_keys, [
+    # A customer is in a partition of its own, and never deleted: checked apart.
+    if customer_id is not None and not await r.exists(
+        keys.customer(customer_id, topology.tag(customer_partition(customer_id,
+                                                                   topology.partitions)))
+    ):
+        raise TokenError(f"customer {customer_id!r} does not exist; create it first")
+    tag = topology.tag(0)
+    answer = await evaluate(r, CREATE, [keys.token_names(tag), keys.token(token_id, tag)], [
         name, token_id, *(part for item in record.items() for part in item),
         str(ttl_s * 1000) if ttl_s else "",
     ])
-    if answer == "no_customer":
-        raise TokenError(f"customer {customer_id!r} does not exist; create it first")
     if answer == "name_taken":
         raise TokenError(f"a token named {name!r} exists: revoke it first, or choose "
                          "another --name")
     return f"{PREFIX}{token_id}_{secret}", info
 
 
-async def verify(r: Any, presented: str) -> Principal | None:
+async def verify(r: Any, topology: Topology, presented: str) -> Principal | None:
     """The principal a token acts as, or None for a token that is malformed,
     unknown, revoked or expired."""
     match = _TOKEN.fullmatch(presented)
     if match is None:
         return None
-    stored, secret = await r.execute_command("HMGET", keys.token(match[1]), *_FIELDS), match[2]
+    stored, secret = await r.execute_command(
+        "HMGET", keys.token(match[1], topology.tag(0)), *_FIELDS), match[2]
     found, name, role, customer_id, expires_ms = stored
     if found is None or not hmac.compare_digest(digest(secret), found):  # constant time
         return None
@@ -151,12 +155,13 @@ async def verify(r: Any, presented: str) -> Principal | None:
     return Principal(name, role, customer_id or None)
 
 
-async def list_tokens(r: Any) -> list[TokenInfo]:
+async def list_tokens(r: Any, topology: Topology) -> list[TokenInfo]:
     """Every live token, by name; names of tokens that expired are forgotten."""
-    names: dict[str, str] = await r.hgetall(keys.token_names())
+    tag = topology.tag(0)
+    names: dict[str, str] = await r.hgetall(keys.token_names(tag))
     async with r.pipeline(transaction=False) as pipe:
         for token_id in names.values():
-            pipe.hgetall(keys.token(token_id))
+            pipe.hgetall(keys.token(token_id, tag))
         records = await pipe.execute()
     live, gone = [], []
     for name, record in zip(names, records, strict=True):
@@ -168,7 +173,7 @@ async def list_tokens(r: Any) -> list[TokenInfo]:
                               record.get("created_at", ""),
                               _utc(int(expires)) if expires else None))
     if gone:
-        await r.hdel(keys.token_names(), *gone)
+        await r.hdel(keys.token_names(tag), *gone)
     return sorted(live, key=lambda t: t.name)
 
 
@@ -185,12 +190,13 @@ return 1
 )
 
 
-async def revoke(r: Any, name: str) -> bool:
+async def revoke(r: Any, topology: Topology, name: str) -> bool:
     """Revoke the token with this name at once; False if there is none."""
-    token_id = await r.hget(keys.token_names(), name)
+    tag = topology.tag(0)
+    token_id = await r.hget(keys.token_names(tag), name)
     if token_id is None:
         return False
-    return bool(await evaluate(r, REVOKE, [keys.token_names(), keys.token(token_id)],
+    return bool(await evaluate(r, REVOKE, [keys.token_names(tag), keys.token(token_id, tag)],
                                [name, token_id]))
 
 

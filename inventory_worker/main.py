@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from inventory_worker.handlers import HANDLERS
-from streams import keys
+from inventory_worker.handlers import WORKER
 from streams.settings import WorkerSettings
 from streams.worker import serve
 
 
 def main() -> int:
-    return serve(keys.INVENTORY_GROUP, HANDLERS, WorkerSettings())
+    return serve(WORKER, WorkerSettings())

@@ -26,7 +26,6 @@ from mcp_servers.api import ApiError, ShopApi, path
 from mcp_servers.settings import LogLevel
 from mcp_servers.tools import StrictServer
 from order_api.schemas import (
-    FINAL_STATUSES,
     ID_PATTERN,
     CustomerOut,
     Id,
@@ -37,6 +36,7 @@ from order_api.schemas import (
     ProductOut,
     TokenOut,
 )
+from shop.statuses import FINAL_STATUSES
 
 DEFAULT_PORT = 8101
 WAIT_LIMIT_S = 10.0

@@ -40,7 +40,7 @@ async def authenticate(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must read 'Bearer <token>'")
-    principal = await verify(app.state.intake, token.strip())
+    principal = await verify(app.state.intake, app.state.topology, token.strip())
     if principal is None:
         raise Unauthorized("the token is unknown, revoked or expired", invalid_token=True)
     return principal

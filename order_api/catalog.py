@@ -1,38 +1,30 @@
 """Products and customers: the catalog the API owns (stock and balances
-change later only in the workers' atomic steps)."""
+change later only in the workers' atomic steps).
+
+Records are read and written through their redis-om models (``get``,
+``all_pks``, ``save``, ``delete``). redis-om's ``save`` writes the whole
+hash, so a create or an edit runs it inside an optimistic transaction
+(WATCH the record, MULTI, ``save`` into the transaction, EXEC): a create
+finds a taken id, and an edit that raced a worker's stock or balance change
+is done again on the new record instead of writing the old stock back.
+Restocking is a Lua script on the same hash, atomic with the workers' takes.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import TypeVar
 
 import redis.asyncio
+from aredis_om import NotFoundError
 
 from order_api.errors import Conflict, NotFound
-from order_api.models import Customer, Product, to_fields
+from order_api.models import Customer, Product
 from order_api.schemas import CustomerIn, ProductIn, ProductPatch
-from streams import keys
-from streams.scripts import Script, evaluate, pairs
-
-# KEYS: the record, [an index the id joins]. ARGV: id, then field/value pairs.
-CREATE = Script(
-    "create_if_absent",
-    """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local id = table.remove(ARGV, 1)
-redis.call('HSET', KEYS[1], unpack(ARGV))
-if KEYS[2] then redis.call('ZADD', KEYS[2], 0, id) end
-return 1
-""",
-)
-
-UPDATE = Script(
-    "update_if_present",
-    """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-""",
-)
+from shop import keys
+from streams.scripts import Script, evaluate
+from streams.topology import Topology
 
 RESTOCK = Script(
     "restock",
@@ -42,6 +34,8 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 """,
 )
 
+Record = TypeVar("Record", Product, Customer)
+
 
 async def add_product(r: redis.asyncio.Redis, body: ProductIn) -> Product:
     fields = body.model_dump(exclude={"id"})
@@ -49,35 +43,34 @@ async def add_product(r: redis.asyncio.Redis, body: ProductIn) -> Product:
 
 
 async def get_product(r: redis.asyncio.Redis, product_id: str) -> Product:
-    return await _read(r, Product, product_id)
+    return await _read(Product, product_id)
 
 
 async def list_products(r: redis.asyncio.Redis, query: str | None = None) -> list[Product]:
     """Every product, by id; with ``query``, those whose id or name contains
     every word of it (case-insensitive)."""
-    # A SCAN over the catalog: fine for a shop's products, not for orders.
-    product_keys = sorted([key async for key in r.scan_iter(keys.product_pattern(), count=500)])
-    async with r.pipeline(transaction=False) as pipe:
-        for key in product_keys:
-            pipe.hgetall(key)
-        found = await pipe.execute()
-    products = [Product.model_validate(fields) for fields in found if fields]
+    # all_pks is a SCAN over the catalog: fine for a shop's products, not for orders.
+    pks = sorted([pk async for pk in await Product.all_pks()])
+    found = await asyncio.gather(*(_maybe(Product, pk) for pk in pks))
     words = (query or "").lower().split()
-    return [p for p in products if all(w in f"{p.pk} {p.name}".lower() for w in words)]
+    return [p for p in found if p and all(w in f"{p.pk} {p.name}".lower() for w in words)]
 
 
 async def update_product(r: redis.asyncio.Redis, product_id: str, body: ProductPatch) -> Product:
-    changes = {name: str(value) for name, value in body.model_dump(exclude_none=True).items()}
-    if not await evaluate(r, UPDATE, [keys.product(product_id)], pairs(changes)):
-        raise NotFound(f"product {product_id!r} not found")
-    return await get_product(r, product_id)
+    changes = body.model_dump(exclude_none=True)
+
+    def change(product: Product) -> None:
+        for name, value in changes.items():
+            setattr(product, name, value)
+
+    return await _edit(r, Product, product_id, change)
 
 
 async def delete_product(r: redis.asyncio.Redis, product_id: str) -> None:
-    """Take a product off the catalog. The create-order script then refuses new
-    orders for it, and the inventory step rejects (so the payment worker
-    refunds) an order placed before."""
-    if not await r.delete(keys.product(product_id)):
+    """Take a product off the catalog. New orders for it are refused, and the
+    inventory step rejects (so the payment worker refunds) an order placed
+    before."""
+    if not await Product.delete(product_id):
         raise NotFound(f"product {product_id!r} not found")
 
 
@@ -94,47 +87,84 @@ async def add_customer(r: redis.asyncio.Redis, body: CustomerIn) -> Customer:
 
 
 async def get_customer(r: redis.asyncio.Redis, customer_id: str) -> Customer:
-    return await _read(r, Customer, customer_id)
+    return await _read(Customer, customer_id)
 
 
 async def list_customers(
-    r: redis.asyncio.Redis, offset: int, limit: int
+    r: redis.asyncio.Redis, topology: Topology, offset: int, limit: int
 ) -> tuple[list[Customer], int]:
-    """A page of customers in id order, and how many there are."""
+    """A page of customers in id order, and how many there are: each
+    partition's index read to ``offset + limit``, merged by id."""
     async with r.pipeline(transaction=False) as pipe:
-        pipe.zcard(keys.customers_index())
-        pipe.zrange(keys.customers_index(), offset, offset + limit - 1)
-        total, ids = await pipe.execute()
-    async with r.pipeline(transaction=False) as pipe:
-        for customer_id in ids:
-            pipe.hgetall(keys.customer(customer_id))
-        found = await pipe.execute()
-    return [Customer.model_validate(fields) for fields in found if fields], total
+        for tag in topology.tags():
+            pipe.zcard(keys.customers_index(tag))
+            pipe.zrange(keys.customers_index(tag), 0, offset + limit - 1)
+        replies = await pipe.execute()
+    ids = sorted(i for page in replies[1::2] for i in page)[offset : offset + limit]
+    found = await asyncio.gather(*(_maybe(Customer, pk) for pk in ids))
+    return [c for c in found if c], sum(replies[0::2])
 
 
-async def index_customers(r: redis.asyncio.Redis) -> int:
+async def index_customers(r: redis.asyncio.Redis, topology: Topology) -> int:
     """Put customers created before the index existed into it; returns how many
     were missing. Idempotent; the API runs it once at start."""
-    ids = [key.rsplit(":", 1)[1]
-           async for key in r.scan_iter(keys.customer("*"), count=1000, _type="hash")]
-    return await r.zadd(keys.customers_index(), dict.fromkeys(ids, 0), nx=True) if ids else 0
-
-
-Record = TypeVar("Record", Product, Customer)
+    added = 0
+    async for key in r.scan_iter(keys.customer("*"), count=1000, _type="hash"):
+        pk = key.removeprefix(keys.customer("")).split("{")[0]  # without its tag
+        added += await r.zadd(keys.customers_index(Customer.tag_of(pk)), {pk: 0}, nx=True)
+    return added
 
 
 async def _create(r: redis.asyncio.Redis, record: Record) -> Record:
     """Write a new record; a taken id is a conflict, never an overwrite."""
-    index: list[str] = [keys.customers_index()] if isinstance(record, Customer) else []
-    fields: list[str] = pairs(to_fields(record))
-    if not await evaluate(r, CREATE, [record.key(), *index], [record.pk, *fields]):
-        what = type(record).__name__.lower()
-        raise Conflict(f"{what} {record.pk!r} already exists; choose another id")
+    key = record.key()
+    async with r.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(key)
+            if await pipe.exists(key):
+                what = type(record).__name__.lower()
+                raise Conflict(f"{what} {record.pk!r} already exists; choose another id")
+            pipe.multi()
+            await record.save(pipeline=pipe)
+            if isinstance(record, Customer):
+                pk = str(record.pk)
+                pipe.zadd(keys.customers_index(Customer.tag_of(pk)), {pk: 0})
+            await pipe.execute()
+        except redis.WatchError:  # the same id, created at this very moment
+            what = type(record).__name__.lower()
+            raise Conflict(f"{what} {record.pk!r} already exists; choose another id") from None
     return record
 
 
-async def _read(r: redis.asyncio.Redis, model: type[Record], pk: str) -> Record:
-    found = await r.hgetall(model.make_primary_key(pk))
-    if not found:
-        raise NotFound(f"{model.__name__.lower()} {pk!r} not found")
-    return model.model_validate(found)
+async def _edit(
+    r: redis.asyncio.Redis, model: type[Record], pk: str, change: Callable[[Record], None]
+) -> Record:
+    """Read a record, change it and save it, done again if a worker changed the
+    record meanwhile (its stock, a balance)."""
+    key = model.make_primary_key(pk)
+    while True:
+        async with r.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                record = await _read(model, pk)
+                change(record)
+                pipe.multi()
+                await record.save(pipeline=pipe)
+                await pipe.execute()
+                return record
+            except redis.WatchError:
+                continue
+
+
+async def _read(model: type[Record], pk: str) -> Record:
+    try:
+        return await model.get(pk)
+    except NotFoundError:
+        raise NotFound(f"{model.__name__.lower()} {pk!r} not found") from None
+
+
+async def _maybe(model: type[Record], pk: str) -> Record | None:
+    try:
+        return await model.get(pk)
+    except NotFoundError:  # deleted since it was listed
+        return None

@@ -1,5 +1,5 @@
-"""Dependencies the routes declare: the process's one Redis client, and ids
-in paths (the rule of ids in bodies)."""
+"""Dependencies the routes declare: the process's one Redis client, its
+topology, and ids in paths (the rule of ids in bodies)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from order_api.schemas import ID_PATTERN, ID_RULE
+from streams.topology import Topology
 
 
 # async, so that FastAPI calls it on the event loop: a plain def would be run
@@ -20,6 +21,14 @@ async def get_redis(request: Request) -> redis.asyncio.Redis:
 
 
 RedisDep = Annotated[redis.asyncio.Redis, Depends(get_redis)]
+
+
+async def get_topology(request: Request) -> Topology:
+    """The shop's topology with this process's partition count."""
+    return request.app.state.topology
+
+
+TopologyDep = Annotated[Topology, Depends(get_topology)]
 
 
 PathId = Annotated[str, Path(pattern=ID_PATTERN, description=ID_RULE, examples=["item1"])]

@@ -17,15 +17,17 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from order_api import answers, catalog, openapi
+from order_api import answers, catalog, models, openapi
 from order_api.deps import known_query
 from order_api.guard import RequestGuard
 from order_api.routes import customers, health, me, ops, orders, products
 from order_api.server import run_server
 from order_api.settings import ApiSettings
+from shop.topology import SHOP
 from streams import logs
 from streams.autopipeline import AutoPipeline
 from streams.connection import connect_async
+from streams.topology import check_partitions_async
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,10 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
                 timeout_s=settings.api_redis_timeout_s,
             )
             app.state.intake = AutoPipeline(app.state.redis)
+        models.bind(app.state.redis, app.state.topology)
+        await check_partitions_async(app.state.redis, app.state.topology)
         try:
-            if added := await catalog.index_customers(app.state.redis):
+            if added := await catalog.index_customers(app.state.redis, app.state.topology):
                 log.info("indexed %d customer(s) created before the index", added)
         except redis.exceptions.RedisError as exc:
             log.warning("could not index older customers (again at the next start): %s", exc)
@@ -86,6 +90,7 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
     answers.install(app)
     openapi.document(app)
     app.state.settings = settings
+    app.state.topology = SHOP.with_partitions(settings.partitions)
     if client is not None:
         app.state.redis = client
         app.state.intake = AutoPipeline(client)

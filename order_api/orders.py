@@ -1,16 +1,18 @@
 """Orders: placing one (record and ``order.created`` event together, or
 neither), reading one with its history, listing them.
 
-An order's status is a projection of the events (``order_api.projector``):
-
-    pending -> paid -> completed | refunded
-    pending -> rejected (payment declined)
-    any     -> failed (a message about it was dead-lettered)
+An order lives in its customer's partition: its id carries the partition
+(``shop.topology.order_partition``), and its record, history, indexes and
+``order.created`` event all carry that partition's tag, so placing it is one
+atomic step in one slot. Its status is a projection of the events
+(``status_projector``; the statuses are in ``shop.statuses``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -30,101 +32,78 @@ from order_api.schemas import (
     OrderPage,
     OrderSummary,
 )
-from streams import keys
+from shop import keys
+from shop.events import OrderCreated, OrderLine
+from shop.topology import ORDERS_CREATED, customer_partition
 from streams.autopipeline import AutoPipeline, NotSent
-from streams.envelope import Header
+from streams.envelope import Header, lua_publish
 from streams.scripts import Script, evaluate
-
-STATUSES = ("pending", "paid", "failed", "completed", "rejected", "refunded")
-# A status only ever moves to a higher rank. `failed` ranks below the other
-# final statuses so that a dead letter replayed successfully can still finish
-# its order; a late event never moves an order back.
-RANK = {"pending": 0, "paid": 1, "failed": 2, "completed": 3, "rejected": 3, "refunded": 3}
+from streams.topology import Topology
 
 log = logging.getLogger(__name__)
 
-CREATE = Script(
-    "create_order",
-    """
--- Checks the customer and prices every line from the catalog, then writes the order,
--- its order.created event, its first history entry and its indexes: one round trip,
--- all or nothing.
--- KEYS: order, history, all orders, customer's orders, pending orders, orders.created,
---       customer, [the Idempotency-Key's record], then one key per distinct product
--- ARGV: order id, created ms, body digest, key ttl, customer id, the header's event
---       id, occurred at and version, then m (distinct products), the m product ids,
---       then product number (1..m) and quantity per line
-local m = tonumber(ARGV[9])
-local first_product = #KEYS - m
+
+def _create_script(subject: str) -> Script:
+    return Script("create_order", lua_publish(subject, 1) + """
+-- Checks the customer, then writes the order, its order.created event, its first
+-- history entry and its indexes: one round trip, all or nothing, in one slot.
+-- KEYS: order, history, the partition's orders, the customer's orders, the partition's
+--       pending orders, orders.created, customer, [the Idempotency-Key's record]
+-- ARGV: the event's header (5: event id, order id, occurred at, causation, version),
+--       created ms, body digest, key ttl, customer id, lines (JSON), total, event data
 -- This very request, sent again after a dropped connection: it was placed.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
-if first_product == 8 then
+if #KEYS == 8 then
   local prior = redis.call('HMGET', KEYS[8], 'order_id', 'digest')
   if prior[1] then
-    return {prior[2] == ARGV[3] and 'replayed' or 'mismatch', prior[1]}
+    return {prior[2] == ARGV[7] and 'replayed' or 'mismatch', prior[1]}
   end
 end
 if redis.call('EXISTS', KEYS[7]) == 0 then return {'unknown_customer'} end
-local prices, unknown = {}, {}
-for i = 1, m do
-  local price = redis.call('HGET', KEYS[first_product + i], 'price_cents')
-  if price then prices[i] = tonumber(price) else unknown[#unknown + 1] = ARGV[9 + i] end
+local id, at, created_ms = ARGV[2], ARGV[3], ARGV[6]
+local entry = publish(KEYS[6], 'order.created', ARGV[12])
+redis.call('HSET', KEYS[1], 'id', id, 'customer_id', ARGV[9], 'lines', ARGV[10],
+           'total_cents', ARGV[11], 'status', 'pending', 'reason', '',
+           'created_at', at, 'updated_at', at, 'created_ms', created_ms)
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({
+  event_id = ARGV[1], type = 'order.created', at = at, stream = KEYS[6], entry_id = entry}))
+redis.call('ZADD', KEYS[3], created_ms, id)
+redis.call('ZADD', KEYS[4], created_ms, id)
+redis.call('ZADD', KEYS[5], created_ms, id)
+if #KEYS == 8 then
+  redis.call('HSET', KEYS[8], 'order_id', id, 'digest', ARGV[7])
+  redis.call('EXPIRE', KEYS[8], ARGV[8])
 end
-if #unknown > 0 then return {'unknown_products', unpack(unknown)} end
--- Totals stay below 1e14 (schemas.py bounds prices and quantities), so cjson writes
--- them as plain integers.
-local lines, total = {}, 0
-for i = 10 + m, #ARGV, 2 do
-  local product, quantity = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  lines[#lines + 1] = {product_id = ARGV[9 + product], quantity = quantity,
-                       price_cents = prices[product]}
-  total = total + quantity * prices[product]
-end
-local id, at = ARGV[1], ARGV[7]
-local data = cjson.encode({customer_id = ARGV[5], lines = lines, total_cents = total})
-local entry = redis.call('XADD', KEYS[6], '*', 'type', 'order.created', 'event_id', ARGV[6],
-                         'order_id', id, 'occurred_at', at, 'causation_id', '', 'v', ARGV[8],
-                         'data', data)
-redis.call('HSET', KEYS[1], 'id', id, 'customer_id', ARGV[5], 'lines', cjson.encode(lines),
-           'total_cents', string.format('%d', total), 'status', 'pending', 'reason', '',
-           'created_at', at, 'updated_at', at, 'created_ms', ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[6], cjson.encode({
-  event_id = ARGV[6], type = 'order.created', at = at, stream = KEYS[6], entry_id = entry}))
-redis.call('ZADD', KEYS[3], ARGV[2], id)
-redis.call('ZADD', KEYS[4], ARGV[2], id)
-redis.call('ZADD', KEYS[5], ARGV[2], id)
-if first_product == 8 then
-  redis.call('HSET', KEYS[8], 'order_id', id, 'digest', ARGV[3])
-  redis.call('EXPIRE', KEYS[8], ARGV[4])
-end
-local answer = {'created', entry}
-for i = 1, m do answer[#answer + 1] = prices[i] end
-return answer
-""",
-)
+return {'created', entry}
+""")
+
 
 # How long an Idempotency-Key names its order (the API's IDEMPOTENCY_TTL_S).
 IDEMPOTENCY_TTL_S = 24 * 3600
 
 
 class _SecureIds:
-    """``ord_`` and 64 bits from the operating system's secure generator: an
-    order's id is its address (``GET /orders/{id}``), so it must not be
-    guessable. The bits are read 4 KiB at a time, one system call per 512
-    orders rather than one per order (5% of the API's CPU). A forked process
-    starts a buffer of its own, never sharing one with its parent."""
+    """``ord_`` and 64 bits from the operating system's secure generator, set to
+    the customer's partition modulo the partition count: an order's id is its
+    address (``GET /orders/{id}``), so it must not be guessable, and it says
+    where the order lives. The bits are read 4 KiB at a time, one system call
+    per 512 orders rather than one per order (5% of the API's CPU). A forked
+    process starts a buffer of its own, never sharing one with its parent."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pid, self.block, self.at = 0, b"", 0
 
-    def __call__(self) -> str:
+    def __call__(self, partition: int = 0, partitions: int = 1) -> str:
         with self.lock:
             if self.at >= len(self.block) or self.pid != os.getpid():
                 self.pid, self.block, self.at = os.getpid(), os.urandom(4096), 0
-            bits = self.block[self.at : self.at + 8]
+            bits = int.from_bytes(self.block[self.at : self.at + 8])
             self.at += 8
-        return "ord_" + bits.hex()
+        bits += partition - bits % partitions
+        if bits >= 2**64:
+            bits -= partitions
+        return f"ord_{bits:016x}"
 
 
 new_order_id = _SecureIds()
@@ -132,6 +111,7 @@ new_order_id = _SecureIds()
 
 async def place(
     r: redis.asyncio.Redis,
+    topology: Topology,
     body: OrderIn,
     customer_id: str,
     idempotency_key: str | None = None,
@@ -140,39 +120,51 @@ async def place(
     batched: AutoPipeline | None = None,
 ) -> tuple[OrderOut, bool]:
     """Price the order from the catalog and write it pending for ``customer_id``
-    together with its ``order.created`` event, in one script (one round trip).
-    With an ``idempotency_key`` (scoped to the customer), a request repeated
-    within the TTL (even concurrently) gets the order the first one placed:
-    returns (order, True) then. With ``batched`` (the API's), the script goes
-    to Redis in one pipeline with those of the other requests of the moment.
+    together with its ``order.created`` event, in one script in the customer's
+    partition. With an ``idempotency_key`` (scoped to the customer), a request
+    repeated within the TTL (even concurrently) gets the order the first one
+    placed: returns (order, True) then. With ``batched`` (the API's), the
+    commands go to Redis in one pipeline with those of the other requests of
+    the moment.
+
+    The prices are read first, apart: each product is in a slot of its own. A
+    price that changes meanwhile is the price of a moment before; a product
+    deleted meanwhile is rejected by the inventory step, and refunded.
 
     Raises ``OutcomeUnknown`` when the script may have reached Redis but no
     answer came back: the order may exist, or come to exist, under the id it
     names. A failure before anything was sent is ``NotSent`` (nothing done)."""
+    via = batched or r
     product_ids = list(dict.fromkeys(line.product_id for line in body.lines))
-    number = {product_id: i for i, product_id in enumerate(product_ids, 1)}
-    order_id = new_order_id()
+    prices = await _prices(via, product_ids)
+    partition = customer_partition(customer_id, topology.partitions)
+    tag = topology.tag(partition)
+    order_id = new_order_id(partition, topology.partitions)
     header = Header.new(order_id)
     created_ms = int(time.time() * 1000)
+    lines = [OrderLine(product_id=line.product_id, quantity=line.quantity,
+                       price_cents=prices[line.product_id]) for line in body.lines]
+    total = sum(line.quantity * line.price_cents for line in lines)
+    created = OrderCreated(customer_id=customer_id, lines=lines, total_cents=total)
+    stream = topology.stream(ORDERS_CREATED, tag)
     script_keys = [
-        keys.order(order_id),
-        keys.order_history(order_id),
-        keys.orders_index(),
-        keys.customer_orders(customer_id),
-        keys.orders_by_status("pending"),
-        keys.ORDERS_CREATED,
-        keys.customer(customer_id),
+        keys.order(order_id, tag),
+        keys.order_history(order_id, tag),
+        keys.orders_index(tag),
+        keys.customer_orders(customer_id, tag),
+        keys.orders_by_status("pending", tag),
+        stream,
+        keys.customer(customer_id, tag),
     ]
     digest = ""
     if idempotency_key is not None:
-        script_keys.append(keys.idempotency(customer_id, idempotency_key))
+        script_keys.append(keys.idempotency(customer_id, idempotency_key, tag))
         digest = hashlib.sha256(body.model_dump_json(exclude={"customer_id"}).encode()).hexdigest()
-    script_keys += [keys.product(p) for p in product_ids]
     try:
-        answer = await evaluate(batched or r, CREATE, script_keys, [
-            order_id, created_ms, digest, idempotency_ttl_s, customer_id,
-            header.event_id, header.occurred_at, header.v, len(product_ids), *product_ids,
-            *(part for line in body.lines for part in (number[line.product_id], line.quantity)),
+        answer = await evaluate(via, _create(topology.subject), script_keys, [
+            *header.as_args(), created_ms, digest, idempotency_ttl_s, customer_id,
+            json.dumps([line.model_dump() for line in lines], separators=(",", ":")), total,
+            created.model_dump_json(),
         ])
     except NotSent:
         raise
@@ -182,11 +174,9 @@ async def place(
         raise OutcomeUnknown(order_id, str(exc)) from exc
     match answer:
         case ["exists"]:
-            return await get(r, order_id), False
+            return await get(r, topology, order_id), False
         case ["unknown_customer"]:
             raise NotFound(f"customer_id: customer {customer_id!r} does not exist")
-        case ["unknown_products", *unknown]:
-            raise NotFound(f"lines: unknown product(s): {', '.join(map(repr, unknown))}")
         case ["mismatch", _]:
             raise Unprocessable(
                 f"Idempotency-Key {idempotency_key!r} was already used for a different order "
@@ -195,32 +185,57 @@ async def place(
         case ["replayed", first]:
             log.info("%-12s order=%s repeated request (Idempotency-Key %s): same order",
                      "api", first, idempotency_key, extra={"order_id": first})
-            return await get(r, first), True
-    entry_id, *prices = answer[1:]
-    price_of = dict(zip(product_ids, prices, strict=True))
-    lines = [LineOut(product_id=line.product_id, quantity=line.quantity,
-                     price_cents=price_of[line.product_id]) for line in body.lines]
-    total = sum(line.quantity * line.price_cents for line in lines)
+            return await get(r, topology, first), True
+    entry_id = answer[1]
     if log.isEnabledFor(logging.INFO):
         log.info(
             "%-12s order=%s accepted for %s: %d line(s), %d cents → %s %s",
-            "api", order_id, customer_id, len(lines), total, keys.ORDERS_CREATED, entry_id,
-            extra={"order_id": order_id, "stream": keys.ORDERS_CREATED, "entry_id": entry_id},
+            "api", order_id, customer_id, len(lines), total, stream, entry_id,
+            extra={"order_id": order_id, "stream": stream, "entry_id": entry_id},
         )
-    created = HistoryEntry(type="order.created", at=header.occurred_at,
-                           stream=keys.ORDERS_CREATED, entry_id=entry_id,
-                           event_id=header.event_id)
+    first = HistoryEntry(type="order.created", at=header.occurred_at, stream=stream,
+                         entry_id=entry_id, event_id=header.event_id)
     return OrderOut(
         id=order_id, customer_id=customer_id, status="pending", reason="",
-        total_cents=total, lines=lines, created_at=header.occurred_at,
-        updated_at=header.occurred_at, history=[created],
+        total_cents=total, lines=[LineOut(**line.model_dump()) for line in lines],
+        created_at=header.occurred_at, updated_at=header.occurred_at, history=[first],
     ), False
 
 
-async def get(r: redis.asyncio.Redis, order_id: str) -> OrderOut:
+_scripts: dict[str, Script] = {}
+
+
+def _create(subject: str) -> Script:
+    """The create-order script for an envelope layout, built once."""
+    if subject not in _scripts:
+        _scripts[subject] = _create_script(subject)
+    return _scripts[subject]
+
+
+async def _prices(via: Any, product_ids: list[str]) -> dict[str, int]:
+    """Each product's price, read together; unknown products are a 404."""
+    found = await _gather(via, [("HGET", keys.product(p), "price_cents") for p in product_ids])
+    unknown = [p for p, price in zip(product_ids, found, strict=True) if price is None]
+    if unknown:
+        raise NotFound(f"lines: unknown product(s): {', '.join(map(repr, unknown))}")
+    return {p: int(price) for p, price in zip(product_ids, found, strict=True)}
+
+
+async def _gather(via: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Commands sent together: in the auto pipeline's next batch, or one pipeline."""
+    if isinstance(via, AutoPipeline):
+        return list(await asyncio.gather(*(via.execute_command(*c) for c in commands)))
+    async with via.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute())
+
+
+async def get(r: redis.asyncio.Redis, topology: Topology, order_id: str) -> OrderOut:
+    tag = topology.tag_of(order_id)
     async with r.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.order(order_id))
-        pipe.hvals(keys.order_history(order_id))
+        pipe.hgetall(keys.order(order_id, tag))
+        pipe.hvals(keys.order_history(order_id, tag))
         record, history = await pipe.execute()
     if not record:
         raise NotFound(f"order {order_id!r} not found")
@@ -230,31 +245,33 @@ async def get(r: redis.asyncio.Redis, order_id: str) -> OrderOut:
 
 async def page(
     r: redis.asyncio.Redis,
+    topology: Topology,
     customer_id: str | None,
     status: str | None,
     offset: int,
     limit: int,
 ) -> OrderPage:
-    """Newest first, filtered by customer and status."""
-    if customer_id and status:
-        scored = await r.zinter(
-            [keys.customer_orders(customer_id), keys.orders_by_status(status)], withscores=True
-        )
-        ordered = [order_id for order_id, _ in sorted(scored, key=lambda p: p[1], reverse=True)]
-        total, ids = len(ordered), ordered[offset : offset + limit]
+    """Newest first, filtered by customer and status. A customer's orders are
+    in its partition; without a customer, each partition's index is read to
+    ``offset + limit`` and the pages merged by (creation time, id), newest
+    first: the order Redis keeps each index in, so pages are stable."""
+    if customer_id:
+        tag = topology.tag(customer_partition(customer_id, topology.partitions))
+        total, ids = await _customer_orders(r, customer_id, status, tag, offset, limit)
     else:
-        index = (
-            keys.customer_orders(customer_id) if customer_id
-            else keys.orders_by_status(status) if status
-            else keys.orders_index()
-        )
+        indexes = [keys.orders_by_status(status, tag) if status else keys.orders_index(tag)
+                   for tag in topology.tags()]
         async with r.pipeline(transaction=False) as pipe:
-            pipe.zcard(index)
-            pipe.zrevrange(index, offset, offset + limit - 1)
-            total, ids = await pipe.execute()
+            for index in indexes:
+                pipe.zcard(index)
+                pipe.zrevrange(index, 0, offset + limit - 1, withscores=True)
+            replies = await pipe.execute()
+        total = sum(replies[0::2])
+        newest = heapq.merge(*replies[1::2], key=lambda p: (p[1], p[0]), reverse=True)
+        ids = [order_id for order_id, _ in newest][offset : offset + limit]
     async with r.pipeline(transaction=False) as pipe:
         for order_id in ids:
-            pipe.hgetall(keys.order(order_id))
+            pipe.hgetall(keys.order(order_id, topology.tag_of(order_id)))
         records = await pipe.execute()
     items = [OrderSummary(**_summary(rec)) for rec in records if rec]
     more = offset + limit < total
@@ -262,6 +279,27 @@ async def page(
         items=items, total=total, offset=offset, limit=limit,
         next_offset=offset + limit if more else None,
     )
+
+
+async def _customer_orders(
+    r: redis.asyncio.Redis, customer_id: str, status: str | None, tag: str, offset: int,
+    limit: int,
+) -> tuple[int, list[str]]:
+    """How many orders one customer has (in one status), and a page of their
+    ids, newest first."""
+    if not status:
+        index = keys.customer_orders(customer_id, tag)
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.zcard(index)
+            pipe.zrevrange(index, offset, offset + limit - 1)
+            total, ids = await pipe.execute()
+        return total, ids
+    scored = await r.zinter(
+        [keys.customer_orders(customer_id, tag), keys.orders_by_status(status, tag)],
+        withscores=True,
+    )
+    ranked = [oid for oid, _ in sorted(scored, key=lambda p: (p[1], p[0]), reverse=True)]
+    return len(ranked), ranked[offset : offset + limit]
 
 
 def _summary(record: dict[str, str]) -> dict[str, Any]:
@@ -275,4 +313,3 @@ def _summary(record: dict[str, str]) -> dict[str, Any]:
         "created_at": record["created_at"],
         "updated_at": record.get("updated_at", record["created_at"]),
     }
-

@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from streams import keys
+from shop.statuses import Status
+from shop.topology import SHOP
+from streams.topology import DEAD_SUFFIX
 
 # Ids end up inside Redis keys: no colons, no spaces, no braces. The same rule
 # for an id in a body, in a path and in an MCP tool's arguments.
@@ -31,9 +33,7 @@ PriceCents = Annotated[int, Field(ge=0, le=100_000_000), NUMBER]
 BalanceCents = Annotated[int, Field(ge=0, le=10**13), NUMBER]
 Quantity = Annotated[int, Field(ge=1, le=10_000), NUMBER]
 Stock = Annotated[int, Field(ge=0, le=1_000_000_000), NUMBER]
-OrderStatus = Literal["pending", "paid", "failed", "completed", "rejected", "refunded"]
-# An order in one of these has reached the end of its saga.
-FINAL_STATUSES = frozenset({"failed", "completed", "rejected", "refunded"})
+OrderStatus = Status
 
 
 class Body(BaseModel):
@@ -184,9 +184,12 @@ class DeadLetterOut(BaseModel):
 
 
 # A stream of the flow, and a dead letter's ref in one of their dead-letter streams.
-_STREAMS = "|".join(re.escape(s) for s in keys.ALL_STREAMS)
-STREAM_PATTERN = rf"^({_STREAMS})({re.escape(keys.DEAD_SUFFIX)})?$"
-DEAD_LETTER_REF = rf"^({_STREAMS}){re.escape(keys.DEAD_SUFFIX)}/[0-9]{{1,19}}-[0-9]{{1,19}}$"
+# With partitions, a stream is named with its tag (orders.created{p3}).
+_STREAMS = "|".join(re.escape(s) for s in SHOP.streams)
+_TAG = r"(\{p[0-9]{1,4}\})?"
+_DEAD = re.escape(DEAD_SUFFIX)
+STREAM_PATTERN = rf"^({_STREAMS}){_TAG}({_DEAD})?$"
+DEAD_LETTER_REF = rf"^({_STREAMS}){_TAG}{_DEAD}/[0-9]{{1,19}}-[0-9]{{1,19}}$"
 
 
 class Replay(Body):

@@ -1,17 +1,26 @@
 """What the payment worker does with each event it reads.
 
-Each handler returns one atomic Lua step. The step's first act is to look for
-this worker's record of the order (``keys.payment``): if the order was
+Each handler returns one atomic Lua step, in the order's partition (the
+customer's: its tag is the input stream's). The step's first act is to look
+for this worker's record of the order (``keys.payment``): if the order was
 already handled, a second delivery changes nothing.
 """
 
 from __future__ import annotations
 
-from streams import keys
+from shop import keys
+from shop.events import InventoryRejected, OrderCreated, PaymentCompleted
+from shop.topology import (
+    PAYMENT_GROUP,
+    PAYMENTS_COMPLETED,
+    PAYMENTS_FAILED,
+    PAYMENTS_REFUNDED,
+    SHOP,
+)
 from streams.envelope import Envelope, Header
-from streams.events import InventoryRejected, OrderCreated, PaymentCompleted
 from streams.outcomes import Apply
 from streams.scripts import Step
+from streams.worker import Registration
 
 CHARGE = Step(
     "charge",
@@ -21,12 +30,8 @@ CHARGE = Step(
 local function declined(reason)  -- payment.failed's data (events.PaymentFailed)
   return cjson.encode({customer_id = A[2], amount_cents = tonumber(A[1]), reason = reason})
 end
-if redis.call('EXISTS', K[1]) == 1 then
-  return {'duplicate', redis.call('HGET', K[1], 'status')}
-end
-if redis.call('EXISTS', K[5]) == 0 then  -- an event nobody accepted: charge nothing
-  return {'dead_letter', 'order does not exist; nothing charged'}
-end
+local done = guard(K[1], K[5], 'order does not exist; nothing charged')
+if done then return done end
 local customer = redis.call('HMGET', K[2], 'balance_cents', 'name')
 local balance, name = customer[1], customer[2] or A[2]
 if not balance then
@@ -77,29 +82,29 @@ return {'refunded', amount, name, balance, publish(K[3], 'payment.refunded', dat
 
 def charge(event: Envelope) -> Apply:
     """order.created: charge the order total, or decline it."""
-    order = event.payload
+    order, order_id, tag = event.payload, event.subject, event.tag
     assert isinstance(order, OrderCreated)
     amount, customer = order.total_cents, order.customer_id
     completed = PaymentCompleted(customer_id=customer, amount_cents=amount, lines=order.lines)
     return Apply(
         CHARGE,
         keys=[
-            keys.payment(event.order_id),
-            keys.customer(customer),
-            keys.PAYMENTS_COMPLETED,
-            keys.PAYMENTS_FAILED,
-            keys.order(event.order_id),
+            keys.payment(order_id, tag),
+            keys.customer(customer, tag),
+            SHOP.stream(PAYMENTS_COMPLETED, tag),
+            SHOP.stream(PAYMENTS_FAILED, tag),
+            keys.order(order_id, tag),
         ],
         # A decline's PaymentFailed is written by the step itself, only when it happens.
         args=[amount, customer, completed.model_dump_json()],
-        header=Header.new(event.order_id, causation_id=event.event_id),
+        header=Header.new(order_id, causation_id=event.event_id),
         describe=describe,
     )
 
 
 def refund(event: Envelope) -> Apply:
     """inventory.rejected: return the charge, once."""
-    rejected = event.payload
+    rejected, order_id, tag = event.payload, event.subject, event.tag
     assert isinstance(rejected, InventoryRejected)
     reason = (
         f"{rejected.reason.replace('_', ' ')}: {rejected.product_id} "
@@ -108,12 +113,12 @@ def refund(event: Envelope) -> Apply:
     return Apply(
         REFUND,
         keys=[
-            keys.payment(event.order_id),
-            keys.customer(rejected.customer_id),
-            keys.PAYMENTS_REFUNDED,
+            keys.payment(order_id, tag),
+            keys.customer(rejected.customer_id, tag),
+            SHOP.stream(PAYMENTS_REFUNDED, tag),
         ],
         args=[reason, rejected.customer_id],
-        header=Header.new(event.order_id, causation_id=event.event_id),
+        header=Header.new(order_id, causation_id=event.event_id),
         describe=describe,
     )
 
@@ -122,19 +127,19 @@ def describe(result: list) -> str:
     """The log line's end for a charge or refund step's result."""
     match result:
         case ["charged", amount, name, left, _entry]:
-            return f"charged {amount} ({name} {left} left) → {keys.PAYMENTS_COMPLETED}"
+            return f"charged {amount} ({name} {left} left) → {PAYMENTS_COMPLETED}"
         case ["declined", "unknown_customer", amount, customer, _, _entry]:
-            return f"declined {amount}: unknown customer {customer} → {keys.PAYMENTS_FAILED}"
+            return f"declined {amount}: unknown customer {customer} → {PAYMENTS_FAILED}"
         case ["declined", reason, amount, name, balance, _entry]:
             return (
                 f"declined {amount}: {reason.replace('_', ' ')} ({name} has {balance})"
-                f" → {keys.PAYMENTS_FAILED}"
+                f" → {PAYMENTS_FAILED}"
             )
         case ["refunded", amount, name, balance, _entry]:
-            return f"refunded {amount} ({name} {balance} now) → {keys.PAYMENTS_REFUNDED}"
+            return f"refunded {amount} ({name} {balance} now) → {PAYMENTS_REFUNDED}"
         case ["duplicate", status]:
             return f"already {status}: duplicate delivery, nothing changed"
     return f"unexpected result {result!r}"
 
 
-HANDLERS = {"order.created": charge, "inventory.rejected": refund}
+WORKER = Registration(SHOP, PAYMENT_GROUP, {"order.created": charge, "inventory.rejected": refund})

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 from access import tokens
+from shop.topology import SHOP
 from shopctl import demo
 from shopctl.launcher import Launcher, LauncherSettings
 from streams import deadletter
 from streams.connection import connect_async
 from streams.settings import Settings
+from streams.topology import stored_topology
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--redis-port", type=int, help="port of the embedded Redis (6379)")
     up.add_argument("--api-port", type=int, help="port of the API (8000)")
     up.add_argument("--data-dir", type=Path, help="where the embedded Redis keeps data (.data)")
+    up.add_argument("--partitions", type=int,
+                    help="partitions of each stream (1); fixed for the life of the data folder")
     up.add_argument("--payment-workers", type=int, help="payment worker processes (1)")
     up.add_argument("--inventory-workers", type=int, help="inventory worker processes (1)")
     up.add_argument("--projectors", type=int, help="order status projector processes (1)")
@@ -230,10 +234,11 @@ def _bench(args: argparse.Namespace) -> int:
 async def _token(args: argparse.Namespace) -> int:
     url = args.redis_url or Settings().redis_url
     async with connect_async(url, max_connections=2) as client:
+        topology = await stored_topology(client, SHOP)
         if args.action == "create":
             ttl_s = tokens.parse_ttl(args.ttl) if args.ttl else None
             text, info = await tokens.create(
-                client, "customer" if args.customer else "operator", name=args.name,
+                client, topology, "customer" if args.customer else "operator", name=args.name,
                 customer_id=args.customer, ttl_s=ttl_s)
             print(f"created token {info.name} ({info.role}"
                   + (f" for {info.customer_id}" if info.customer_id else "")
@@ -242,13 +247,13 @@ async def _token(args: argparse.Namespace) -> int:
             print(text)
             return 0
         if args.action == "list":
-            found = await tokens.list_tokens(client)
+            found = await tokens.list_tokens(client, topology)
             for t in found:
                 print(f"{t.name:<24} {t.role:<9} {t.customer_id or '-':<16} created "
                       f"{t.created_at}  expires {t.expires_at or 'never'}")
             print(f"{len(found)} token(s)", file=sys.stderr)
             return 0
-        if await tokens.revoke(client, args.name):
+        if await tokens.revoke(client, topology, args.name):
             print(f"revoked {args.name}")
             return 0
         print(f"shopctl token revoke: no token named {args.name!r}", file=sys.stderr)
@@ -258,8 +263,9 @@ async def _token(args: argparse.Namespace) -> int:
 async def _dead(args: argparse.Namespace) -> int:
     url = args.redis_url or Settings().redis_url
     async with connect_async(url, max_connections=4) as client:
+        topology = await stored_topology(client, SHOP)
         if args.action == "list" or args.all:
-            found = await deadletter.list_dead(client, args.stream, args.limit)
+            found = await deadletter.list_dead(client, topology, args.stream, args.limit)
         if args.action == "list":
             for stored in found:
                 print(_describe(stored))
@@ -267,10 +273,10 @@ async def _dead(args: argparse.Namespace) -> int:
             return 0
         refs = args.refs or [stored.ref for stored in found]
         if args.action == "replay":
-            for ref, result in (await deadletter.replay(client, refs)).items():
+            for ref, result in (await deadletter.replay(client, topology, refs)).items():
                 print(f"{ref}: {result}")
             return 0
-        print(f"purged {await deadletter.purge(client, refs)} dead letter(s)")
+        print(f"purged {await deadletter.purge(client, topology, refs)} dead letter(s)")
         return 0
 
 
@@ -278,7 +284,7 @@ def _describe(stored: deadletter.Stored) -> str:
     letter = stored.letter
     if letter is None:
         return f"{stored.ref}  (not a dead letter: {stored.fields})"
-    return (f"{stored.ref}  order={letter.order_id or '-'}  group={letter.group}  "
+    return (f"{stored.ref}  order={letter.subject or '-'}  group={letter.group}  "
             f"deliveries={letter.deliveries}  {letter.failed_at}  {letter.reason}")
 
 

@@ -52,6 +52,10 @@ class LauncherSettings(BaseSettings):
     redis_appendfsync: Literal["everysec", "always"] = Field(
         "everysec", description="AOF fsync policy of the embedded Redis (see the README).",
     )
+    partitions: int = Field(
+        1, ge=1, le=1024, description="Partitions of each stream (PARTITIONS); fixed for the "
+        "life of the data folder.",
+    )
     payment_workers: int = Field(1, ge=1, le=16)
     inventory_workers: int = Field(1, ge=1, le=16)
     projectors: int = Field(1, ge=1, le=16)
@@ -211,12 +215,13 @@ class Launcher:
             "API_HOST": s.api_host,
             "API_PORT": str(s.api_port),
             "API_AUTH": str(s.api_auth).lower(),
+            "PARTITIONS": str(s.partitions),
             "PYTHONUNBUFFERED": "1",
         }
         self._spawn("api", "order_api", env)
         for i in range(1, s.projectors + 1):
             name = "projector" if s.projectors == 1 else f"projector-{i}"
-            self._spawn(name, "order_api.projector", env | {"WORKER_NAME": name})
+            self._spawn(name, "status_projector", env | {"WORKER_NAME": name})
         for i in range(1, s.payment_workers + 1):
             self._spawn(f"payment-{i}", "payment_worker", env | {"WORKER_NAME": f"payment-{i}"})
         for i in range(1, s.inventory_workers + 1):

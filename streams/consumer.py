@@ -7,11 +7,12 @@ event + XACK), its dead-lettering, or its plain XACK.
 
 Recovery, all of it counted by Redis rather than in memory:
 
-- On start the runner creates its groups (MKSTREAM, from the start of each
+- On start the runner checks that the data was written with its partition
+  count, creates its groups (MKSTREAM, from the start of each
   stream, so orders placed before the first worker started are handled),
   then finishes its own pending entries before it reads new ones.
 - A handler that raises leaves its message pending and its error in Redis
-  (``keys.delivery_error``). The runner claims it back after a backoff that
+  (``Topology.delivery_error``). The runner claims it back after a backoff that
   doubles with each delivery (``retry_after_s``, 2x, 4x, ... up to the claim
   idle time). Once Redis has counted more than ``max_deliveries`` deliveries
   the message moves to ``<stream>.dead`` with the last error.
@@ -37,13 +38,13 @@ from typing import Any
 
 import redis
 
-from streams import keys, recovery, retention
+from streams import recovery, retention
 from streams.commit import Committer
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
 from streams.delivery import Delivery, Middleware, reject
 from streams.envelope import Envelope, MalformedEntry
-from streams.events import EVENTS, stream_of
 from streams.outcomes import Ack, Outcome
+from streams.topology import Topology, check_partitions, is_dead
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,14 @@ Handler = Callable[[Any], Outcome]
 
 
 class Consumer:
+    """Reads every partition's streams of one group: any number of replicas
+    share the group, each reading every partition; Redis hands each entry to
+    one of them, and a dead replica's entries are claimed by the others."""
+
     def __init__(
         self,
         client: redis.Redis,
+        topology: Topology,
         group: str,
         handlers: Mapping[str, Handler],
         *,
@@ -66,10 +72,11 @@ class Consumer:
         retention_s: float | None = None,
         middleware: Sequence[Middleware] = (),
     ) -> None:
-        unknown = set(handlers) - set(EVENTS) - {DEAD_LETTER_TYPE}
+        unknown = {t for t in handlers if t != DEAD_LETTER_TYPE and topology.event(t) is None}
         if unknown:
             raise ValueError(f"handlers for unknown event types: {sorted(unknown)}")
         self.client = client
+        self.topology = topology
         self.group = group
         self.handlers = dict(handlers)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -85,23 +92,30 @@ class Consumer:
         # Event.set() there deadlocks if the signal lands while the main thread
         # holds the Event's lock inside wait().
         self._stopping = False
-        self._committer = Committer(client, group)
+        self.committer = Committer(client, topology, group)
+        self._label = topology.subject.removesuffix("_id")
         # Messages of ours whose handler raised: (stream, id) -> (when to retry,
         # the idle time the retry waits for). Lost on a crash, which is fine:
         # the entries stay pending and XAUTOCLAIM finds them.
         self._retries: dict[tuple[str, str], tuple[float, int]] = {}
         self._maintain_at = 0.0
 
-    @staticmethod
-    def _streams_for(handlers: Iterable[str]) -> list[str]:
+    def _streams_for(self, handlers: Iterable[str]) -> list[str]:
+        """Every partition's stream of each event type handled (the dead-letter
+        streams of them all for a dead-letter handler)."""
         streams: list[str] = []
         for event_type in handlers:
             if event_type == DEAD_LETTER_TYPE:
-                wanted = [keys.dead(s) for s in keys.ALL_STREAMS]
+                wanted = self.topology.dead_streams()
             else:
-                wanted = [stream_of(event_type)]
+                wanted = self.topology.partitioned(self.topology.stream_of(event_type))
             streams += [s for s in wanted if s not in streams]
         return streams
+
+    def _delivery(self, stream: str, entry_id: str, fields: dict[str, str] | None) -> Delivery:
+        fields = fields or {}
+        return Delivery(stream, entry_id, fields, self.group,
+                        fields.get(self.topology.subject) or "?", self._label)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -135,8 +149,9 @@ class Consumer:
         while not self.stopping:
             try:
                 if not prepared:
+                    check_partitions(self.client, self.topology)
                     self.ensure_groups()
-                    self._committer.forget_scripts()
+                    self.committer.forget_scripts()
                     self.handle_pending()
                     prepared = True
                 if outage:
@@ -171,8 +186,9 @@ class Consumer:
         self.claim_idle()
         self.forget_consumers()
         if self.retention_s is not None:
-            live = [s for s in self.streams if not keys.is_dead(s)]
-            for stream, removed in retention.trim(self.client, live, self.retention_s).items():
+            live = [s for s in self.streams if not is_dead(s)]
+            trimmed = retention.trim(self.client, self.topology, live, self.retention_s)
+            for stream, removed in trimmed.items():
                 if removed:
                     log.debug("%s: trimmed %d entries from %s", self.group, removed, stream)
         self._maintain_at = time.monotonic() + max(0.1, self.claim_idle_ms / 2000)
@@ -199,7 +215,7 @@ class Consumer:
             count=self.batch_size, block=block_ms,
         )
         batch = [
-            Delivery(stream, entry_id, fields or {}, self.group)
+            self._delivery(stream, entry_id, fields)
             for stream, entries in _entries(reply)
             for entry_id, fields in entries
         ]
@@ -221,7 +237,7 @@ class Consumer:
                     cursor.pop(stream, None)
                     continue
                 cursor[stream] = entries[-1][0]
-                batch += [Delivery(stream, i, f or {}, self.group) for i, f in entries]
+                batch += [self._delivery(stream, i, f) for i, f in entries]
             if not batch:
                 break
             recovery.count_deliveries(self.client, self.group, batch)
@@ -241,7 +257,7 @@ class Consumer:
                     stream, self.group, self.name, self.claim_idle_ms, start,
                     count=self.batch_size,
                 )
-                batch = [Delivery(stream, i, f or {}, self.group) for i, f in entries]
+                batch = [self._delivery(stream, i, f) for i, f in entries]
                 if batch:
                     log.warning("%s: claimed %d message(s) of %s pending over %dms (a consumer "
                                 "died, is stuck, or waits to retry)",
@@ -273,7 +289,7 @@ class Consumer:
         batch: list[Delivery] = []
         for (stream, entry_id, _), claimed in zip(due, pipe.execute(), strict=True):
             del self._retries[(stream, entry_id)]
-            batch += [Delivery(stream, i, f or {}, self.group) for i, f in claimed]
+            batch += [self._delivery(stream, i, f) for i, f in claimed]
         if batch:
             recovery.count_deliveries(self.client, self.group, batch)
             self.handle(batch)
@@ -286,11 +302,12 @@ class Consumer:
         if not batch:
             return
         errors = recovery.last_errors(
-            self.client, self.group, [d for d in batch if d.deliveries > self.max_deliveries]
+            self.client, self.topology, self.group,
+            [d for d in batch if d.deliveries > self.max_deliveries],
         )
         for delivery in batch:
             self._decide(delivery, errors)
-        self._committer.commit(batch)
+        self.committer.commit(batch)
         failed = [d for d in batch if d.error is not None]
         if failed:
             self._remember_failures(failed)
@@ -311,7 +328,7 @@ class Consumer:
             wait = delivery.retry_in_s = self.backoff_s(delivery.deliveries)
             self._retries[(delivery.stream, delivery.entry_id)] = (now + wait, int(wait * 1000))
         try:
-            recovery.record_errors(self.client, self.group, failed)
+            recovery.record_errors(self.client, self.topology, self.group, failed)
         except redis.RedisError as exc:  # the message stays pending and is retried anyway
             log.warning("%s: could not record %d error(s): %s", self.group, len(failed), exc)
 
@@ -330,12 +347,13 @@ class Consumer:
             delivery.outcome = Ack("entry was deleted before it was handled; acknowledged")
             return
         try:
-            if keys.is_dead(delivery.stream):
-                delivery.event = DeadLetter.parse(delivery.fields)
+            if is_dead(delivery.stream):
+                delivery.event = DeadLetter.parse(delivery.fields, self.topology.subject)
                 handler = self.handlers[DEAD_LETTER_TYPE]
             else:
-                delivery.event = event = Envelope.parse(delivery.fields)
-                if stream_of(event.type) != delivery.stream:
+                base, tag = self.topology.split(delivery.stream)
+                delivery.event = event = Envelope.parse(delivery.fields, self.topology, tag)
+                if self.topology.stream_of(event.type) != base:
                     raise MalformedEntry(
                         f"event type {event.type!r} does not belong on stream {delivery.stream!r}"
                     )

@@ -4,7 +4,7 @@ A dead letter is written to ``<stream>.dead`` as flat fields, readable in
 ``redis-cli XRANGE orders.created.dead - +``::
 
     type        dead_letter
-    order_id    the order it was about, if the entry named one
+    order_id    its subject, if the entry named one (the topology names the field)
     reason      why it could not be handled
     stream      the stream it came from
     entry_id    its id there
@@ -21,16 +21,16 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from streams import keys
 from streams.envelope import MalformedEntry, utc_now
 from streams.scripts import Script, evaluate
+from streams.topology import DEAD_SUFFIX, Topology, dead, entry_order
 
 DEAD_LETTER_TYPE = "dead_letter"
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    order_id: str
+    subject: str
     reason: str
     stream: str
     entry_id: str
@@ -42,10 +42,10 @@ class DeadLetter:
     @classmethod
     def of(
         cls, stream: str, entry_id: str, fields: dict[str, str], group: str, reason: str,
-        deliveries: int,
+        deliveries: int, subject_field: str,
     ) -> DeadLetter:
         return cls(
-            order_id=fields.get("order_id", ""),
+            subject=fields.get(subject_field, ""),
             reason=reason,
             stream=stream,
             entry_id=entry_id,
@@ -55,19 +55,20 @@ class DeadLetter:
             original=dict(fields),
         )
 
-    def to_fields(self) -> dict[str, str]:
+    def to_fields(self, subject_field: str) -> dict[str, str]:
         fields = {"type": DEAD_LETTER_TYPE}
         for name, value in asdict(self).items():
+            name = subject_field if name == "subject" else name
             fields[name] = json.dumps(value, sort_keys=True) if name == "original" else str(value)
         return fields
 
     @classmethod
-    def parse(cls, fields: dict[str, str]) -> DeadLetter:
+    def parse(cls, fields: dict[str, str], subject_field: str) -> DeadLetter:
         if fields.get("type") != DEAD_LETTER_TYPE:
             raise MalformedEntry(f"not a dead letter (type={fields.get('type')!r})")
         try:
             return cls(
-                order_id=fields["order_id"],
+                subject=fields[subject_field],
                 reason=fields["reason"],
                 stream=fields["stream"],
                 entry_id=fields["entry_id"],
@@ -125,29 +126,35 @@ class Stored:
         return f"{self.dead_stream}/{self.entry_id}"
 
 
-def parse_ref(ref: str) -> tuple[str, str]:
+def parse_ref(topology: Topology, ref: str) -> tuple[str, str]:
     """``orders.created.dead/1763...-0`` -> (dead stream, entry id), or ValueError."""
     stream, _, entry_id = ref.partition("/")
-    if stream not in {keys.dead(s) for s in keys.ALL_STREAMS}:
-        names = ", ".join(keys.dead(s) for s in keys.ALL_STREAMS)
+    if stream not in topology.dead_streams():
+        names = ", ".join(topology.dead_streams())
         raise ValueError(f"{ref!r}: the part before '/' must be one of {names}")
     if not _ENTRY_ID.fullmatch(entry_id):
         raise ValueError(f"{ref!r}: the part after '/' must be an entry id like 1763700000000-0")
     return stream, entry_id
 
 
-def _dead_streams(stream: str | None) -> list[str]:
+def _dead_streams(topology: Topology, stream: str | None) -> list[str]:
+    """The dead streams of one stream (of one partition, or of every partition
+    when it is named without a tag), or of all."""
     if stream is None:
-        return [keys.dead(s) for s in keys.ALL_STREAMS]
-    name = stream if keys.is_dead(stream) else keys.dead(stream)
-    if name not in {keys.dead(s) for s in keys.ALL_STREAMS}:
-        raise ValueError(f"unknown stream {stream!r}: one of {', '.join(keys.ALL_STREAMS)}")
-    return [name]
+        return topology.dead_streams()
+    name = stream.removesuffix(DEAD_SUFFIX)
+    if name in topology.streams:
+        return [dead(s) for s in topology.partitioned(name)]
+    if name not in topology.all_streams():
+        raise ValueError(f"unknown stream {stream!r}: one of {', '.join(topology.all_streams())}")
+    return [dead(name)]
 
 
-async def list_dead(client: Any, stream: str | None = None, limit: int = 100) -> list[Stored]:
+async def list_dead(
+    client: Any, topology: Topology, stream: str | None = None, limit: int = 100
+) -> list[Stored]:
     """The newest ``limit`` dead letters (of one stream, or all), newest first."""
-    streams = _dead_streams(stream)
+    streams = _dead_streams(topology, stream)
     async with client.pipeline(transaction=False) as pipe:
         for name in streams:
             pipe.xrevrange(name, count=limit)
@@ -156,20 +163,20 @@ async def list_dead(client: Any, stream: str | None = None, limit: int = 100) ->
     for name, entries in zip(streams, replies, strict=True):
         for entry_id, fields in entries:
             try:
-                letter: DeadLetter | None = DeadLetter.parse(fields)
+                letter: DeadLetter | None = DeadLetter.parse(fields, topology.subject)
             except MalformedEntry:
                 letter = None
             found.append(Stored(name, entry_id, letter, fields))
-    found.sort(key=lambda s: keys.entry_order(s.entry_id), reverse=True)
+    found.sort(key=lambda s: entry_order(s.entry_id), reverse=True)
     return found[:limit]
 
 
-async def replay(client: Any, refs: list[str]) -> dict[str, str]:
+async def replay(client: Any, topology: Topology, refs: list[str]) -> dict[str, str]:
     """Put each dead letter's original entry back on its stream, oldest first,
     and delete the dead letter. Dead letters of one entry (one per group that
     gave up on it) are replayed once. Returns, per ref, the new entry id or
     why it was not replayed."""
-    parsed = sorted({parse_ref(ref) for ref in refs}, key=lambda p: keys.entry_order(p[1]))
+    parsed = sorted({parse_ref(topology, ref) for ref in refs}, key=lambda p: entry_order(p[1]))
     async with client.pipeline(transaction=False) as pipe:
         for dead_stream, entry_id in parsed:
             pipe.xrange(dead_stream, entry_id, entry_id)
@@ -188,7 +195,7 @@ async def replay(client: Any, refs: list[str]) -> dict[str, str]:
         ref = f"{dead_stream}/{entry_id}"
         if ref in results:
             continue
-        stream = dead_stream.removesuffix(keys.DEAD_SUFFIX)
+        stream = dead_stream.removesuffix(DEAD_SUFFIX)
         extra = also.get((dead_stream, entry_id), [])
         answer = await evaluate(client, REPLAY, [dead_stream, stream], [entry_id, *extra])
         results[ref] = {
@@ -204,9 +211,9 @@ async def replay(client: Any, refs: list[str]) -> dict[str, str]:
     return results
 
 
-async def purge(client: Any, refs: list[str]) -> int:
+async def purge(client: Any, topology: Topology, refs: list[str]) -> int:
     """Delete these dead letters; return how many existed."""
-    parsed = [parse_ref(ref) for ref in refs]
+    parsed = [parse_ref(topology, ref) for ref in refs]
     async with client.pipeline(transaction=False) as pipe:
         for dead_stream, entry_id in parsed:
             pipe.xdel(dead_stream, entry_id)

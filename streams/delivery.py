@@ -6,10 +6,10 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams import keys
 from streams.deadletter import DeadLetter
 from streams.envelope import Envelope
 from streams.outcomes import Ack, Outcome, Reject
+from streams.topology import is_dead
 
 
 @dataclass(slots=True)
@@ -20,6 +20,8 @@ class Delivery:
     entry_id: str
     fields: dict[str, str]
     group: str
+    subject: str = "?"  # what the message is about (its topology's subject field)
+    label: str = "subject"  # what a log line calls the subject ("order")
     deliveries: int = 1
     event: Envelope | DeadLetter | None = None
     outcome: Outcome | None = None
@@ -28,11 +30,6 @@ class Delivery:
     retry_in_s: float = 0.0  # after an error: when the runner tries again
     elapsed_ms: float = 0.0
     hooks: list[Generator[None, Delivery, None]] = field(default_factory=list)
-
-    @property
-    def order_id(self) -> str:
-        return self.fields.get("order_id") or "?"
-
 
 # A middleware is a generator function: the code before its ``yield`` runs
 # before the handler, the code after it once the outcome is committed (or has
@@ -44,6 +41,6 @@ def reject(delivery: Delivery, reason: str) -> Outcome:
     """Dead-letter the message, unless it is a dead letter already: one that
     cannot be handled stays where it is, in the dead-letter stream, for an
     operator. It is not moved again."""
-    if keys.is_dead(delivery.stream):
+    if is_dead(delivery.stream):
         return Ack(f"dead letter {delivery.entry_id} left in {delivery.stream}: {reason}")
     return Reject(reason)

@@ -1,18 +1,19 @@
-"""The flat envelope every stream entry travels in.
+"""The flat envelope every stream entry travels in, its layout defined once.
 
 An entry is a set of string fields, readable in ``redis-cli XRANGE``::
 
     type          payment.completed
     event_id      3f0c...            unique per event
-    order_id      ord_5e2b...        the order it is about
+    order_id      ord_5e2b...        the subject: what it is about (the topology names the field)
     occurred_at   2026-11-21T05:01:02.123Z   UTC
     causation_id  8d1a...            the event that caused it ('' for the first)
     v             1                  schema version
     data          {"customer_id": ...}       JSON of the typed payload
 
-``Envelope.parse`` turns fields back into an envelope or raises
-``MalformedEntry`` with a reason a person can act on; the consumer runner
-moves such entries to the dead-letter stream.
+``layout`` gives these names in order; Lua steps publish with the function
+``lua_publish`` renders from the same layout. ``Envelope.parse`` turns fields
+back into an envelope or raises ``MalformedEntry`` with a reason a person can
+act on; the consumer runner moves such entries to the dead-letter stream.
 """
 
 from __future__ import annotations
@@ -21,13 +22,35 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
-from streams.events import EVENTS, Payload, type_of
+from streams.topology import Topology
 
 SCHEMA_VERSION = "1"
-REQUIRED_FIELDS = ("type", "event_id", "order_id", "occurred_at", "causation_id", "v", "data")
+
+
+def layout(subject: str) -> tuple[str, ...]:
+    """The envelope's fields, in the order they are written."""
+    return ("type", "event_id", subject, "occurred_at", "causation_id", "v", "data")
+
+
+def lua_publish(subject: str, first_arg: int) -> str:
+    """Lua: ``publish(stream, type, data)`` XADDs an envelope whose header is
+    ``ARGV[first_arg ..]`` (``Header.as_args``), and returns the entry id."""
+    names = layout(subject)[1:6]
+    header = ", ".join(f"'{name}', ARGV[{first_arg + i}]" for i, name in enumerate(names))
+    return f"""
+local header = {{{header}}}
+local function publish(stream, event_type, data)
+  local fields = {{'type', event_type}}
+  for i = 1, #header do fields[#fields + 1] = header[i] end
+  fields[#fields + 1] = 'data'
+  fields[#fields + 1] = data
+  return redis.call('XADD', stream, '*', unpack(fields))
+end
+"""
 
 
 class MalformedEntry(ValueError):
@@ -68,66 +91,65 @@ class Header:
     in advance for the event its atomic step may publish."""
 
     event_id: str
-    order_id: str
+    subject: str
     occurred_at: str
     causation_id: str
     v: str = SCHEMA_VERSION
 
     @classmethod
-    def new(cls, order_id: str, causation_id: str = "") -> Header:
-        return cls(new_id(), order_id, utc_now(), causation_id)
+    def new(cls, subject: str, causation_id: str = "") -> Header:
+        return cls(new_id(), subject, utc_now(), causation_id)
 
     def as_args(self) -> list[str]:
-        return [self.event_id, self.order_id, self.occurred_at, self.causation_id, self.v]
+        """The header as script arguments, in the order of ``layout``."""
+        return [self.event_id, self.subject, self.occurred_at, self.causation_id, self.v]
 
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
     type: str
     header: Header
-    payload: Payload
+    payload: Any  # the event type's payload model
+    tag: str = ""  # the hash tag of the partition it arrived on ('' with one)
 
     @property
     def event_id(self) -> str:
         return self.header.event_id
 
     @property
-    def order_id(self) -> str:
-        return self.header.order_id
+    def subject(self) -> str:
+        """What the event is about (for the shop: the order id)."""
+        return self.header.subject
 
     @property
     def occurred_at(self) -> str:
         return self.header.occurred_at
 
     @classmethod
-    def new(cls, payload: Payload, order_id: str, causation_id: str = "") -> Envelope:
-        return cls(type_of(payload), Header.new(order_id, causation_id), payload)
+    def new(cls, topology: Topology, payload: Any, subject: str,
+            causation_id: str = "") -> Envelope:
+        return cls(topology.type_of(payload), Header.new(subject, causation_id), payload)
 
-    def to_fields(self) -> dict[str, str]:
-        h = self.header
-        return {
-            "type": self.type,
-            "event_id": h.event_id,
-            "order_id": h.order_id,
-            "occurred_at": h.occurred_at,
-            "causation_id": h.causation_id,
-            "v": h.v,
-            "data": self.payload.model_dump_json(),
-        }
+    def to_fields(self, topology: Topology) -> dict[str, str]:
+        values = (self.type, *self.header.as_args()[:2], self.header.occurred_at,
+                  self.header.causation_id, self.header.v, self.payload.model_dump_json())
+        return dict(zip(layout(topology.subject), values, strict=True))
 
     @classmethod
-    def parse(cls, fields: dict[str, str]) -> Envelope:
+    def parse(cls, fields: dict[str, str], topology: Topology, tag: str = "") -> Envelope:
         """Parse the fields of a stream entry, or raise ``MalformedEntry``."""
-        # causation_id is present but empty on the first event of an order.
+        names = layout(topology.subject)
+        # causation_id is present but empty on the first event of a subject.
         missing = [
             name
-            for name in REQUIRED_FIELDS
+            for name in names
             if name not in fields or (not fields[name] and name != "causation_id")
         ]
         if missing:
             raise MalformedEntry(f"missing field(s): {', '.join(missing)}")
         event_type = fields["type"]
-        if event_type not in EVENTS:
+        kind = topology.event(event_type)
+        if kind is None:
             raise MalformedEntry(f"unknown event type {event_type!r}")
         if fields["v"] != SCHEMA_VERSION:
             raise MalformedEntry(
@@ -139,20 +161,20 @@ class Envelope:
             raise MalformedEntry(
                 f"occurred_at is not an ISO 8601 time: {fields['occurred_at']!r}"
             ) from None
-        model = EVENTS[event_type][0]
         try:
-            payload = model.model_validate_json(fields["data"])
+            payload = kind.payload.model_validate_json(fields["data"])
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}"
                 for err in exc.errors()
             )
             raise MalformedEntry(f"bad data for {event_type}: {problems}") from None
-        header = Header(
-            fields["event_id"],
-            fields["order_id"],
-            fields["occurred_at"],
-            fields["causation_id"],
-            fields["v"],
-        )
-        return cls(event_type, header, payload)
+        subject = fields[topology.subject]
+        if topology.tag_of(subject) != tag:
+            raise MalformedEntry(
+                f"{topology.subject} {subject!r} belongs to partition "
+                f"{topology.tag_of(subject) or 'none'}, not {tag or 'none'}"
+            )
+        header = Header(fields["event_id"], subject, fields["occurred_at"],
+                        fields["causation_id"], fields["v"])
+        return cls(event_type, header, payload, tag)

@@ -12,9 +12,9 @@ import logging
 import time
 from collections.abc import Generator
 
-from streams import keys
 from streams.delivery import Delivery
 from streams.outcomes import Ack, Apply, Reject
+from streams.topology import dead
 
 log = logging.getLogger("streams.handled")
 
@@ -27,40 +27,43 @@ def timing(delivery: Delivery) -> Generator[None, Delivery, None]:
 
 
 def log_outcome(delivery: Delivery) -> Generator[None, Delivery, None]:
-    """One readable line per message handled, naming the order and what happened."""
+    """One readable line per message handled, naming its subject (``order=``)
+    and what happened."""
     yield
-    outcome, group, order = delivery.outcome, delivery.group, delivery.order_id
+    outcome, group, label, subject = (delivery.outcome, delivery.group, delivery.label,
+                                      delivery.subject)
     if delivery.error is None and not isinstance(outcome, Reject) and not log.isEnabledFor(
         logging.INFO
     ):
         return  # an INFO line nobody reads: don't build it
     extra = {
         "group": group,
-        "order_id": order,
+        f"{label}_id": subject,
         "stream": delivery.stream,
         "entry_id": delivery.entry_id,
         "elapsed_ms": round(delivery.elapsed_ms, 2),
     }
     if delivery.error is not None:
         log.error(
-            "%-12s order=%s failed on delivery %d (%s: %s); retrying in %.1fs",
-            group, order, delivery.deliveries, type(delivery.error).__name__, delivery.error,
-            delivery.retry_in_s,
+            "%-12s %s=%s failed on delivery %d (%s: %s); retrying in %.1fs",
+            group, label, subject, delivery.deliveries, type(delivery.error).__name__,
+            delivery.error, delivery.retry_in_s,
             extra=extra | {"outcome": "error"},
         )
     elif isinstance(outcome, Apply):
         log.info(
-            "%-12s order=%s %s", group, order, outcome.describe(delivery.result),
+            "%-12s %s=%s %s", group, label, subject, outcome.describe(delivery.result),
             extra=extra | {"outcome": "applied"},
         )
     elif isinstance(outcome, Reject):
         log.warning(
-            "%-12s order=%s %s %s dead-lettered to %s: %s",
-            group, order, delivery.stream, delivery.entry_id, keys.dead(delivery.stream),
+            "%-12s %s=%s %s %s dead-lettered to %s: %s",
+            group, label, subject, delivery.stream, delivery.entry_id, dead(delivery.stream),
             outcome.reason, extra=extra | {"outcome": "dead_letter"},
         )
     elif isinstance(outcome, Ack):
-        log.info("%-12s order=%s %s", group, order, outcome.note, extra=extra | {"outcome": "ack"})
+        log.info("%-12s %s=%s %s", group, label, subject, outcome.note,
+                 extra=extra | {"outcome": "ack"})
 
 
 # The logger is outermost: its after-part runs last, once timing has measured.

@@ -4,6 +4,10 @@
   the acknowledgement;
 - ``Ack``: nothing to change, acknowledge (with a note for the log);
 - ``Reject``: the message can never succeed; move it to ``<stream>.dead``;
+- ``Chain``: sub-steps first, each an atomic script on keys of its own slot
+  (another partition, a product), whose answers decide the next outcome;
+  every sub-step must be idempotent, since a crash between two of them
+  leaves the message pending and it is handled again from the start;
 - raising an exception: leave it pending; it is delivered again later, up to
   the runner's ``max_deliveries``, then dead-lettered with the error.
 
@@ -14,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from streams.envelope import Header
-from streams.scripts import Step
+from streams.scripts import Script, Step
 
 
 def _describe_result(result: list) -> str:
@@ -50,4 +55,22 @@ class Reject:
     reason: str
 
 
-Outcome = Apply | Ack | Reject
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One atomic script of a ``Chain``, on keys that share a slot."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[str | int]
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """Run ``calls`` (all of a batch's chains in one round trip), then hand
+    their answers, in order, to ``then`` for the next outcome."""
+
+    calls: Sequence[Call]
+    then: Callable[[list[Any]], Outcome]
+
+
+Outcome = Apply | Ack | Reject | Chain

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 
 import redis
 
-from streams import keys
 from streams.delivery import Delivery
 from streams.scripts import Script
+from streams.topology import Topology
 
 log = logging.getLogger("streams.consumer")
 
@@ -66,23 +66,25 @@ def count_deliveries(client: redis.Redis, group: str, batch: list[Delivery]) -> 
         delivery.deliveries = rows[0]["times_delivered"] if rows else 1
 
 
-def record_errors(client: redis.Redis, group: str, failed: list[Delivery]) -> None:
+def record_errors(
+    client: redis.Redis, topology: Topology, group: str, failed: list[Delivery]
+) -> None:
     """Keep the error of each failed delivery, for ERROR_TTL_S."""
     pipe = client.pipeline(transaction=False)
     for delivery in failed:
         error = delivery.error
-        pipe.set(keys.delivery_error(group, delivery.stream, delivery.entry_id),
+        pipe.set(topology.delivery_error(group, delivery.stream, delivery.entry_id),
                  f"{type(error).__name__}: {error}", ex=ERROR_TTL_S)
     pipe.execute()
 
 
 def last_errors(
-    client: redis.Redis, group: str, batch: list[Delivery]
+    client: redis.Redis, topology: Topology, group: str, batch: list[Delivery]
 ) -> dict[tuple[str, str], str]:
     """The last recorded error of each message, by (stream, entry id)."""
     if not batch:
         return {}
-    found = client.mget([keys.delivery_error(group, d.stream, d.entry_id) for d in batch])
+    found = client.mget([topology.delivery_error(group, d.stream, d.entry_id) for d in batch])
     return {(d.stream, d.entry_id): e for d, e in zip(batch, found, strict=True) if e}
 
 

@@ -7,7 +7,7 @@ group. A trim removes entries older than both the retention and the safe
 point (XTRIM MINID), so ``redis-cli XRANGE`` still shows the recent past.
 
 A stream is left alone while any of the groups that should read it
-(``keys.READERS``) does not exist yet: a worker that has not started yet
+(the topology's readers) does not exist yet: a worker that has not started yet
 still finds every event when it does.
 
 The safe point only moves forward (a group's last-delivered id and its oldest
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import redis
 
-from streams import keys
+from streams.topology import Topology, entry_order
 
 
 def _next_id(entry_id: str) -> str:
@@ -31,10 +31,12 @@ def _next_id(entry_id: str) -> str:
 
 
 def _older(*ids: str) -> str:
-    return min(ids, key=keys.entry_order)
+    return min(ids, key=entry_order)
 
 
-def safe_points(client: redis.Redis, streams: Iterable[str]) -> dict[str, str | None]:
+def safe_points(
+    client: redis.Redis, topology: Topology, streams: Iterable[str]
+) -> dict[str, str | None]:
     """For each stream, the id below which every reading group is done, or None
     when a group that should read it does not exist yet (or the stream does not)."""
     streams = list(streams)
@@ -50,7 +52,7 @@ def safe_points(client: redis.Redis, streams: Iterable[str]) -> dict[str, str | 
             points[stream] = None
             continue
         by_name = {g["name"]: g for g in groups}
-        if not set(keys.READERS.get(stream, ())) <= set(by_name) or not by_name:
+        if not set(topology.readers_of(stream)) <= set(by_name) or not by_name:
             points[stream] = None
             continue
         points[stream] = _older(*(_next_id(g["last-delivered-id"]) for g in by_name.values()))
@@ -65,11 +67,13 @@ def safe_points(client: redis.Redis, streams: Iterable[str]) -> dict[str, str | 
     return points
 
 
-def trim(client: redis.Redis, streams: Iterable[str], retention_s: float) -> dict[str, int]:
+def trim(
+    client: redis.Redis, topology: Topology, streams: Iterable[str], retention_s: float
+) -> dict[str, int]:
     """Trim each stream to ``retention_s`` of history, never past its safe
     point; return how many entries each trim removed."""
     horizon = f"{int((time.time() - retention_s) * 1000)}-0"
-    points = {s: p for s, p in safe_points(client, streams).items() if p is not None}
+    points = {s: p for s, p in safe_points(client, topology, streams).items() if p is not None}
     if not points:
         return {}
     pipe = client.pipeline(transaction=False)

@@ -6,9 +6,12 @@ and an epilogue owned by the runner:
 
 - ``K[i]`` and ``A[i]`` are the handler's own keys and arguments;
 - ``publish(stream, type, data)`` XADDs an envelope whose header (event id,
-  order id, time, causation) the handler fixed in advance, and returns the
+  subject, time, causation) the handler fixed in advance, and returns the
   new entry id (only in a step made with ``publishes=True``, the default: a
   step that publishes nothing is called without the header's arguments);
+- ``guard(record, subject, nothing)`` answers a second delivery (the step's
+  record exists: ``duplicate``) and an event about a subject that does not
+  exist (``dead_letter``, with ``nothing`` as the reason); else nil;
 - the body returns a table; its first element names what happened. Unless
   it is ``'dead_letter'`` (then the second element is the reason and the
   runner dead-letters the message), the epilogue XACKs the input.
@@ -19,37 +22,35 @@ in isolation but does not roll back writes made before an error.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from streams.envelope import lua_publish
+
 # KEYS[1] is the input stream; ARGV[1..2] are the group and entry id;
-# ARGV[3..7] the header of the event the step may publish.
-_PRELUDE = """
+# ARGV[3..7] the header of the event the step may publish (``envelope.layout``).
+_INPUT = """
 local input, group, entry_id = KEYS[1], ARGV[1], ARGV[2]
-local header = {'event_id', ARGV[3], 'order_id', ARGV[4], 'occurred_at', ARGV[5],
-                'causation_id', ARGV[6], 'v', ARGV[7]}
 local K, A = {}, {}
 for i = 2, #KEYS do K[i - 1] = KEYS[i] end
-for i = 8, #ARGV do A[i - 7] = ARGV[i] end
-local function publish(stream, event_type, data)
-  local fields = {'type', event_type}
-  for i = 1, #header do fields[#fields + 1] = header[i] end
-  fields[#fields + 1] = 'data'
-  fields[#fields + 1] = data
-  return redis.call('XADD', stream, '*', unpack(fields))
-end
-local function handle()
 """
 
-# The prelude of a step that publishes nothing: no header arguments to carry.
-_PRELUDE_SILENT = """
-local input, group, entry_id = KEYS[1], ARGV[1], ARGV[2]
-local K, A = {}, {}
-for i = 2, #KEYS do K[i - 1] = KEYS[i] end
-for i = 3, #ARGV do A[i - 2] = ARGV[i] end
+# The guard every step of a subject starts with, written once: the step's own
+# record says it was done (a second delivery changes nothing), and a subject
+# whose record does not exist (an event nobody accepted) changes nothing.
+_GUARD = """
+local function guard(record, subject, nothing)
+  if redis.call('EXISTS', record) == 1 then
+    return {'duplicate', redis.call('HGET', record, 'status')}
+  end
+  if subject and redis.call('EXISTS', subject) == 0 then
+    return {'dead_letter', nothing}
+  end
+end
 local function handle()
 """
 
@@ -62,20 +63,27 @@ end
 return result
 """
 
+
 @dataclass(frozen=True)
 class Step:
-    """A handler's Lua body, wrapped to run atomically with the acknowledgement."""
+    """A handler's Lua body, to run atomically with the acknowledgement.
+    ``script(subject)`` renders it for a topology's envelope layout."""
 
     name: str
     body: str
     publishes: bool = True
-    source: str = field(init=False, repr=False)
-    sha: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        source = (_PRELUDE if self.publishes else _PRELUDE_SILENT) + self.body + _EPILOGUE
-        object.__setattr__(self, "source", source)
-        object.__setattr__(self, "sha", hashlib.sha1(source.encode()).hexdigest())
+    def script(self, subject: str) -> Script:
+        return _rendered(self, subject)
+
+
+@functools.cache
+def _rendered(step: Step, subject: str) -> Script:
+    if step.publishes:
+        args = "for i = 8, #ARGV do A[i - 7] = ARGV[i] end\n" + lua_publish(subject, 3)
+    else:  # a step that publishes nothing is called without the header's arguments
+        args = "for i = 3, #ARGV do A[i - 2] = ARGV[i] end\n"
+    return Script(step.name, _INPUT + args + _GUARD + step.body + _EPILOGUE)
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,7 @@ def pairs(fields: dict[str, str]) -> list[str]:
     return [part for item in fields.items() for part in item]
 
 
-async def evaluate(client: Any, script: Script | Step, keys: list[str], args: list[Any]) -> Any:
+async def evaluate(client: Any, script: Script, keys: list[str], args: list[Any]) -> Any:
     """EVALSHA on an asyncio client, loading the script once if the server lacks it."""
     try:
         return await client.evalsha(script.sha, len(keys), *keys, *args)

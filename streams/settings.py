@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         "text", description="text: one readable line per event; json: one JSON object per line."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    partitions: int = Field(
+        1, ge=1, le=1024,
+        description="How many partitions each stream is split into (PARTITIONS); fixed "
+        "for the life of the data.",
+    )
 
 
 class WorkerSettings(Settings):

@@ -1,4 +1,5 @@
-"""Running one consumer as a process: logging, client, signals, exit code."""
+"""What a worker is (its handlers and a registration) and running one as a
+process: logging, client, signals, exit code."""
 
 from __future__ import annotations
 
@@ -6,23 +7,40 @@ import gc
 import logging
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from streams import logs, middleware
-from streams.connection import connect
+from streams.connection import connect, redacted
 from streams.consumer import Consumer, Handler
 from streams.settings import WorkerSettings
+from streams.topology import Topology
 
 log = logging.getLogger(__name__)
 
 
-def serve(group: str, handlers: Mapping[str, Handler], settings: WorkerSettings) -> int:
-    """Run a consumer of ``group`` until SIGTERM or SIGINT; finish the batch, exit 0."""
+@dataclass(frozen=True)
+class Registration:
+    """A worker: its group in a topology, and a handler per event type it reads."""
+
+    topology: Topology
+    group: str
+    handlers: Mapping[str, Handler]
+
+    def consumer(self, client: object, partitions: int = 1, **options: object) -> Consumer:
+        """The runner for this worker, with ``partitions`` (options: ``Consumer``'s)."""
+        return Consumer(client, self.topology.with_partitions(partitions),  # type: ignore[arg-type]
+                        self.group, self.handlers, **options)  # type: ignore[arg-type]
+
+
+def serve(worker: Registration, settings: WorkerSettings) -> int:
+    """Run a consumer of the worker's group until SIGTERM or SIGINT; finish the
+    batch, exit 0."""
     logs.configure(settings.log_format, settings.log_level)
+    group = worker.group
     client = connect(settings.redis_url, block_ms=settings.worker_block_ms)
-    consumer = Consumer(
+    consumer = worker.consumer(
         client,
-        group,
-        handlers,
+        settings.partitions,
         name=settings.worker_name,
         batch_size=settings.worker_batch_size,
         block_ms=settings.worker_block_ms,
@@ -40,7 +58,9 @@ def serve(group: str, handlers: Mapping[str, Handler], settings: WorkerSettings)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("%s: consumer %s reading %s", group, consumer.name, ", ".join(consumer.streams))
+    log.info("%s: consumer %s reading %d stream(s) of %d partition(s) on %s: %s", group,
+             consumer.name, len(consumer.streams), settings.partitions,
+             redacted(settings.redis_url), _summary(consumer.streams))
     # What exists now lives as long as the process: spare the cyclic garbage
     # collector from walking it again with every batch's allocations.
     gc.freeze()
@@ -48,3 +68,8 @@ def serve(group: str, handlers: Mapping[str, Handler], settings: WorkerSettings)
     client.close()
     log.info("%s: consumer %s stopped", group, consumer.name)
     return 0
+
+
+def _summary(streams: list[str], shown: int = 8) -> str:
+    more = len(streams) - shown
+    return ", ".join(streams[:shown]) + (f" and {more} more" if more > 0 else "")

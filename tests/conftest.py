@@ -18,6 +18,7 @@ import redis.asyncio
 from access import tokens
 from order_api.main import asgi, create_app
 from order_api.settings import ApiSettings
+from shop.topology import SHOP
 from shopctl.redis_server import RedisServer, free_port
 from tests.shop import Shop
 
@@ -32,13 +33,14 @@ def api_app(client: redis.asyncio.Redis, **settings: object) -> object:
 
 
 def make_token(connect: Callable[[], redis.asyncio.Redis], role: tokens.Role,
-               customer: str | None = None) -> str:
+               customer: str | None = None, partitions: int = 1) -> str:
     """A new token, through a client of its own (the caller's may be bound to
     another event loop)."""
     async def create() -> str:
         r = connect()
         try:
-            return (await tokens.create(r, role, customer_id=customer))[0]
+            return (await tokens.create(r, SHOP.with_partitions(partitions), role,
+                                      customer_id=customer))[0]
         finally:
             await r.aclose()
 

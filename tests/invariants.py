@@ -13,8 +13,9 @@ from collections import Counter
 
 import redis
 
-from order_api.schemas import FINAL_STATUSES
-from streams import keys
+from shop import keys, topology
+from shop.statuses import FINAL_STATUSES
+from streams.topology import dead as dead_of
 
 
 def check(
@@ -38,7 +39,7 @@ def check(
     for oid, history in zip(order_ids, histories, strict=True):
         types = [json.loads(h)["type"] for h in history.values()]
         assert "order.created" in types, f"order {oid} has no order.created event"
-    created = {f["order_id"] for _, f in r.xrange(keys.ORDERS_CREATED)}
+    created = {f["order_id"] for _, f in r.xrange(topology.ORDERS_CREATED)}
     assert created <= set(order_ids), "an order.created event without its order"
     # Nothing was charged or taken for an order that does not exist.
     known = set(order_ids)
@@ -92,7 +93,7 @@ def check(
         _check_events(r, set(order_ids))
 
     # Every message is acknowledged or dead-lettered: nothing pending, nothing unread.
-    for stream in (*keys.ALL_STREAMS, *map(keys.dead, keys.ALL_STREAMS)):
+    for stream in (*topology.SHOP.streams, *map(dead_of, topology.SHOP.streams)):
         if not r.exists(stream):
             continue
         last = r.xinfo_stream(stream)["last-generated-id"]
@@ -101,8 +102,8 @@ def check(
             assert group["pending"] == 0, f"{where}: {group['pending']} pending entries"
             assert group["last-delivered-id"] == last, f"{where}: unread entries"
     if not expect_dead_letters:
-        for stream in keys.ALL_STREAMS:
-            assert r.xlen(keys.dead(stream)) == 0, f"unexpected dead letters in {stream}.dead"
+        for stream in topology.SHOP.streams:
+            assert r.xlen(dead_of(stream)) == 0, f"unexpected dead letters in {stream}.dead"
     return dict(statuses)
 
 
@@ -114,7 +115,7 @@ def _all(r: redis.Redis, hashes: list[str]) -> list[dict[str, str]]:
 
 
 def _trimmed(r: redis.Redis) -> bool:
-    for stream in keys.ALL_STREAMS:
+    for stream in topology.SHOP.streams:
         if r.exists(stream):
             info = r.xinfo_stream(stream)
             if info["entries-added"] != info["length"]:
@@ -127,9 +128,9 @@ def _check_events(r: redis.Redis, orders: set[str]) -> None:
     def per_order(stream: str) -> Counter[str]:
         return Counter(f["order_id"] for _, f in r.xrange(stream) if f.get("order_id") in orders)
 
-    assert set(per_order(keys.ORDERS_CREATED)) == orders, "orders without their event"
-    charged, refunded = per_order(keys.PAYMENTS_COMPLETED), per_order(keys.PAYMENTS_REFUNDED)
-    reserved = per_order(keys.INVENTORY_RESERVED)
+    assert set(per_order(topology.ORDERS_CREATED)) == orders, "orders without their event"
+    charged, refunded = per_order(topology.PAYMENTS_COMPLETED), per_order(topology.PAYMENTS_REFUNDED)
+    reserved = per_order(topology.INVENTORY_RESERVED)
     # Each order is charged at most once and refunded at most once; refunded only if charged.
     assert max(charged.values(), default=0) <= 1, "an order was charged twice"
     assert max(refunded.values(), default=0) <= 1, "an order was refunded twice"

@@ -9,32 +9,50 @@ from collections.abc import Callable, Iterable
 import redis
 import redis.asyncio
 
-from inventory_worker.handlers import HANDLERS as INVENTORY
+from inventory_worker.handlers import WORKER as INVENTORY
 from order_api import orders
 from order_api.models import Customer, Product, to_fields
-from order_api.projector import HANDLERS as PROJECTOR
 from order_api.schemas import OrderIn
-from payment_worker.handlers import HANDLERS as PAYMENT
-from streams import keys
+from payment_worker.handlers import WORKER as PAYMENT
+from shop import keys, topology
+from shop.topology import customer_partition
+from status_projector.handlers import WORKER as PROJECTOR
 from streams.consumer import Consumer
+from streams.topology import Topology, check_partitions, entry_order
+from streams.worker import Registration
 
-GROUPS = {
-    keys.PAYMENT_GROUP: PAYMENT,
-    keys.INVENTORY_GROUP: INVENTORY,
-    keys.ORDER_STATUS_GROUP: PROJECTOR,
-}
+WORKERS: dict[str, Registration] = {w.group: w for w in (PAYMENT, INVENTORY, PROJECTOR)}
+GROUPS = {group: worker.handlers for group, worker in WORKERS.items()}
 
 
 class Shop:
     def __init__(
-        self, client: redis.Redis, async_client: Callable[[], redis.asyncio.Redis]
+        self, client: redis.Redis, async_client: Callable[[], redis.asyncio.Redis],
+        partitions: int = 1,
     ) -> None:
         self.r = client
         self._async_client = async_client
+        self.topology: Topology = topology.SHOP.with_partitions(partitions)
+        Customer.topology = self.topology
+        check_partitions(client, self.topology)
         self.consumers = {
-            group: Consumer(client, group, handlers, name=f"test-{group}", retry_after_s=0.01)
-            for group, handlers in GROUPS.items()
+            group: worker.consumer(client, partitions, name=f"test-{group}", retry_after_s=0.01)
+            for group, worker in WORKERS.items()
         }
+
+    def consumer(self, group: str, **options: object) -> Consumer:
+        """Another consumer of ``group`` (a replica), with this shop's partitions."""
+        return WORKERS[group].consumer(self.r, self.topology.partitions, **options)
+
+    def tag(self, customer: str) -> str:
+        return self.topology.tag(customer_partition(customer, self.topology.partitions))
+
+    def order_tag(self, order_id: str) -> str:
+        return self.topology.tag_of(order_id)
+
+    def streams(self, stream: str) -> list[str]:
+        """Every partition's stream of ``stream``."""
+        return self.topology.partitioned(stream)
 
     def product(self, pk: str, stock: int, price_cents: int = 1000) -> None:
         record = Product(pk=pk, name=pk.title(), price_cents=price_cents, stock=stock)
@@ -43,7 +61,7 @@ class Shop:
     def customer(self, pk: str, balance_cents: int) -> None:
         record = Customer(pk=pk, name=pk.title(), email=f"{pk}@example.com",
                           balance_cents=balance_cents)
-        self.r.hset(keys.customer(pk), mapping=to_fields(record))
+        self.r.hset(keys.customer(pk, self.tag(pk)), mapping=to_fields(record))
 
     def order(self, customer: str, *lines: tuple[str, int]) -> str:
         """Place an order through the API's own code; return its id."""
@@ -56,7 +74,7 @@ class Shop:
     async def _place(self, body: OrderIn, customer: str) -> str:
         client = self._async_client()
         try:
-            return (await orders.place(client, body, customer))[0].id
+            return (await orders.place(client, self.topology, body, customer))[0].id
         finally:
             await client.aclose()
 
@@ -73,7 +91,7 @@ class Shop:
     def backlog(self, groups: Iterable[str] = tuple(GROUPS)) -> int:
         """Entries of these groups not yet read, or read and not acknowledged."""
         wanted, total = set(groups), 0
-        for stream in (*keys.ALL_STREAMS, *map(keys.dead, keys.ALL_STREAMS)):
+        for stream in (*self.topology.all_streams(), *self.topology.dead_streams()):
             if not self.r.exists(stream):
                 continue
             for group in self.r.xinfo_groups(stream):
@@ -82,21 +100,28 @@ class Shop:
         return total
 
     def status(self, order_id: str) -> str:
-        return self.r.hget(keys.order(order_id), "status")
+        return self.r.hget(keys.order(order_id, self.order_tag(order_id)), "status")
 
     def balance(self, customer: str) -> int:
-        return int(self.r.hget(keys.customer(customer), keys.BALANCE_FIELD))
+        return int(self.r.hget(keys.customer(customer, self.tag(customer)), keys.BALANCE_FIELD))
 
     def stock(self, product: str) -> int:
         return int(self.r.hget(keys.product(product), keys.STOCK_FIELD))
 
     def events(self, stream: str) -> list[dict[str, str]]:
-        return [fields for _id, fields in self.r.xrange(stream)]
+        """The entries of a stream; of every partition's, oldest first, for a
+        stream named without a tag."""
+        names = self.streams(stream) if stream in self.topology.streams else [stream]
+        if stream.endswith(".dead") and stream.removesuffix(".dead") in self.topology.streams:
+            names = [n + ".dead" for n in self.streams(stream.removesuffix(".dead"))]
+        found = [(entry_id, fields) for name in names for entry_id, fields in self.r.xrange(name)]
+        return [fields for _id, fields in sorted(found, key=lambda e: entry_order(e[0]))]
 
 
-def statuses(client: redis.Redis, order_ids: list[str]) -> list[str]:
+def statuses(client: redis.Redis, order_ids: list[str], partitions: int = 1) -> list[str]:
     """The status of each order, in one round trip."""
+    shop = topology.SHOP.with_partitions(partitions)
     with client.pipeline(transaction=False) as pipe:
         for order_id in order_ids:
-            pipe.hget(keys.order(order_id), "status")
+            pipe.hget(keys.order(order_id, shop.tag_of(order_id)), "status")
         return pipe.execute()

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from access import tokens
 from order_api.settings import ApiSettings
-from streams import keys
+from shop import keys
+from shop.topology import SHOP
 from tests.conftest import api_app, bearer
 from tests.shop import Shop
 
@@ -35,7 +36,7 @@ def connect(fake_server: fakeredis.FakeServer):  # type: ignore[no-untyped-def]
 
 def token(connect, role: tokens.Role, customer: str | None = None, **kw: object) -> str:  # type: ignore[no-untyped-def]
     async def create() -> str:
-        return (await tokens.create(connect(), role, customer_id=customer, **kw))[0]  # type: ignore[arg-type]
+        return (await tokens.create(connect(), SHOP, role, customer_id=customer, **kw))[0]  # type: ignore[arg-type]
     return run(create())
 
 
@@ -72,46 +73,46 @@ ORDER = {"lines": [{"product_id": "item1", "quantity": 1}]}
 def test_a_token_is_random_stored_hashed_and_names_its_role_and_customer(
     shop: Shop, connect, fake: redis.Redis  # type: ignore[no-untyped-def]
 ) -> None:
-    text, info = run(tokens.create(connect(), "customer", customer_id="alice", name="a1"))
+    text, info = run(tokens.create(connect(), SHOP, "customer", customer_id="alice", name="a1"))
     assert text.startswith("shop_") and len(text) == 5 + 16 + 1 + 43
     assert (info.name, info.role, info.customer_id, info.expires_at) == (
         "a1", "customer", "alice", None)
     secret = text[len("shop_") + 17:]  # after the id and its "_"
     everything = str([fake.hgetall(k) if fake.type(k) == "hash" else k for k in fake.keys()])
     assert secret not in everything and tokens.digest(secret) in everything
-    assert run(tokens.verify(connect(), text)) == tokens.Principal("a1", "customer", "alice")
+    assert run(tokens.verify(connect(), SHOP, text)) == tokens.Principal("a1", "customer", "alice")
     # One character off, or nothing like a token: no one.
-    assert run(tokens.verify(connect(), text[:-1] + ("A" if text[-1] != "A" else "B"))) is None
-    assert run(tokens.verify(connect(), "letmein")) is None
+    assert run(tokens.verify(connect(), SHOP, text[:-1] + ("A" if text[-1] != "A" else "B"))) is None
+    assert run(tokens.verify(connect(), SHOP, "letmein")) is None
 
 
 def test_names_are_unique_customers_must_exist_and_revoking_is_at_once(
     shop: Shop, connect  # type: ignore[no-untyped-def]
 ) -> None:
-    text, _ = run(tokens.create(connect(), "operator", name="ops"))
+    text, _ = run(tokens.create(connect(), SHOP, "operator", name="ops"))
     with pytest.raises(tokens.TokenError, match="a token named 'ops' exists"):
-        run(tokens.create(connect(), "operator", name="ops"))
+        run(tokens.create(connect(), SHOP, "operator", name="ops"))
     with pytest.raises(tokens.TokenError, match="customer 'zed' does not exist"):
-        run(tokens.create(connect(), "customer", customer_id="zed"))
+        run(tokens.create(connect(), SHOP, "customer", customer_id="zed"))
     with pytest.raises(tokens.TokenError, match="names its customer"):
-        run(tokens.create(connect(), "customer"))
-    assert [t.name for t in run(tokens.list_tokens(connect()))] == ["ops"]
-    assert run(tokens.revoke(connect(), "ops")) is True
-    assert run(tokens.verify(connect(), text)) is None
-    assert run(tokens.revoke(connect(), "ops")) is False
-    assert run(tokens.list_tokens(connect())) == []
+        run(tokens.create(connect(), SHOP, "customer"))
+    assert [t.name for t in run(tokens.list_tokens(connect(), SHOP))] == ["ops"]
+    assert run(tokens.revoke(connect(), SHOP, "ops")) is True
+    assert run(tokens.verify(connect(), SHOP, text)) is None
+    assert run(tokens.revoke(connect(), SHOP, "ops")) is False
+    assert run(tokens.list_tokens(connect(), SHOP)) == []
 
 
 def test_a_token_expires_with_its_ttl(shop: Shop, connect, fake: redis.Redis) -> None:  # type: ignore[no-untyped-def]
-    text, info = run(tokens.create(connect(), "operator", name="brief", ttl_s=3600))
+    text, info = run(tokens.create(connect(), SHOP, "operator", name="brief", ttl_s=3600))
     assert info.expires_at is not None
     token_id = text[5:21]
     assert 3590 < fake.ttl(keys.token(token_id)) <= 3600  # Redis forgets it then too
     fake.hset(keys.token(token_id), "expires_ms", str(int(time.time() * 1000) - 1))
-    assert run(tokens.verify(connect(), text)) is None
-    assert [t.name for t in run(tokens.list_tokens(connect()))] == ["brief"]  # until Redis drops it
+    assert run(tokens.verify(connect(), SHOP, text)) is None
+    assert [t.name for t in run(tokens.list_tokens(connect(), SHOP))] == ["brief"]  # until Redis drops it
     fake.delete(keys.token(token_id))
-    assert run(tokens.list_tokens(connect())) == []  # and the name is forgotten
+    assert run(tokens.list_tokens(connect(), SHOP)) == []  # and the name is forgotten
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200),
@@ -212,7 +213,7 @@ def test_a_revoked_token_is_refused_on_the_next_request(
 ) -> None:
     text = token(connect, "operator", name="temp")
     assert api.get("/ops/streams", headers=bearer(text)).status_code == 200
-    run(tokens.revoke(connect(), "temp"))
+    run(tokens.revoke(connect(), SHOP, "temp"))
     assert api.get("/ops/streams", headers=bearer(text)).status_code == 401
 
 

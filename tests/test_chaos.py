@@ -36,11 +36,12 @@ import pytest
 import redis
 import redis.asyncio
 
-from order_api.schemas import FINAL_STATUSES
+from shop import keys, topology
+from shop.events import OrderLine, PaymentCompleted
+from shop.statuses import FINAL_STATUSES
 from shopctl.redis_server import find_cli, free_port
-from streams import keys
 from streams.envelope import Envelope
-from streams.events import OrderLine, PaymentCompleted
+from streams.topology import dead as dead_of
 from tests import invariants
 from tests.conftest import bearer, make_token
 from tests.running import Running
@@ -156,10 +157,10 @@ def freeze_until_claimed(shop: Running, r: redis.Redis, name: str = "payment-1")
         time.sleep(0.1)
     os.kill(pid, signal.SIGSTOP)
     try:
-        while not (held := pending_of(r, keys.ORDERS_CREATED, keys.PAYMENT_GROUP, name)):
-            r.xreadgroup(keys.PAYMENT_GROUP, name, {keys.ORDERS_CREATED: ">"}, count=5)
+        while not (held := pending_of(r, topology.ORDERS_CREATED, topology.PAYMENT_GROUP, name)):
+            r.xreadgroup(topology.PAYMENT_GROUP, name, {topology.ORDERS_CREATED: ">"}, count=5)
             assert time.monotonic() < deadline, "no orders to read"
-        while pending_of(r, keys.ORDERS_CREATED, keys.PAYMENT_GROUP, name):
+        while pending_of(r, topology.ORDERS_CREATED, topology.PAYMENT_GROUP, name):
             assert time.monotonic() < deadline, f"nobody claimed what {name} held"
             time.sleep(0.05)
         return held
@@ -176,7 +177,7 @@ def wait_for_quiet(r: redis.Redis, order_ids: list[str], timeout_s: float = 120)
                     pipe.hget(keys.order(order_id), "status")
                 final = all(s in FINAL_STATUSES for s in pipe.execute())
             busy = 0
-            for stream in (*keys.ALL_STREAMS, *map(keys.dead, keys.ALL_STREAMS)):
+            for stream in (*topology.SHOP.streams, *map(dead_of, topology.SHOP.streams)):
                 last = r.xinfo_stream(stream)["last-generated-id"] if r.exists(stream) else None
                 for group in r.xinfo_groups(stream) if last else []:
                     busy += group["pending"] + (group["last-delivered-id"] != last)
@@ -224,21 +225,21 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
             sender.start()
 
         # Poison, while orders flow.
-        redis_cli(redis_port, "XADD", keys.ORDERS_CREATED, "*", "hello", "world")
+        redis_cli(redis_port, "XADD", topology.ORDERS_CREATED, "*", "hello", "world")
         ghost = Envelope.new(PaymentCompleted(
             customer_id="c0", amount_cents=500,
             lines=[OrderLine(product_id="item3", quantity=1, price_cents=500)]), "ord_ghost")
-        redis_cli(redis_port, "XADD", keys.PAYMENTS_COMPLETED, "*",
+        redis_cli(redis_port, "XADD", topology.PAYMENTS_COMPLETED, "*",
                   *(part for item in ghost.to_fields().items() for part in item))
         r.hset(keys.customer("carol"), keys.BALANCE_FIELD, "broken")
         with httpx2.Client(base_url=base, timeout=10) as http:
             carol = http.post("/orders", headers=tokens["carol"], json={"lines": [
                 {"product_id": "gift", "quantity": 2}]}).json()["id"]
-        carol_entry = next(i for i, f in r.xrange(keys.ORDERS_CREATED) if f.get("order_id")
+        carol_entry = next(i for i, f in r.xrange(topology.ORDERS_CREATED) if f.get("order_id")
                            == carol)
 
         def deliveries() -> int:
-            rows = r.xpending_range(keys.ORDERS_CREATED, keys.PAYMENT_GROUP, carol_entry,
+            rows = r.xpending_range(topology.ORDERS_CREATED, topology.PAYMENT_GROUP, carol_entry,
                                     carol_entry, 1)
             return rows[0]["times_delivered"] if rows else 0
 
@@ -310,22 +311,22 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
         assert r.zcard(keys.orders_index()) == ORDERS + 1
         assert counts.get("failed", 0) == 0, (counts, [
             (stream, f.get("group"), f.get("order_id"), f.get("reason"))
-            for stream in keys.ALL_STREAMS for _, f in r.xrange(keys.dead(stream))])
+            for stream in topology.SHOP.streams for _, f in r.xrange(dead_of(stream))])
         # The poison ended where it should.
-        junk = [f for _, f in r.xrange(keys.dead(keys.ORDERS_CREATED))]
+        junk = [f for _, f in r.xrange(dead_of(topology.ORDERS_CREATED))]
         assert sorted(f["group"] for f in junk) == ["order-status", "payment"]
         assert all(json.loads(f["original"]) == {"hello": "world"} for f in junk)
-        ghosts = {f["group"]: f["reason"] for _, f in r.xrange(keys.dead(keys.PAYMENTS_COMPLETED))}
+        ghosts = {f["group"]: f["reason"] for _, f in r.xrange(dead_of(topology.PAYMENTS_COMPLETED))}
         assert ghosts == {"inventory": "order does not exist; no stock taken",
                           "order-status": "order ord_ghost does not exist"}
-        for stream in (keys.PAYMENTS_FAILED, keys.INVENTORY_RESERVED, keys.INVENTORY_REJECTED,
-                       keys.PAYMENTS_REFUNDED):
-            assert r.xlen(keys.dead(stream)) == 0, f"{stream}.dead"
+        for stream in (topology.PAYMENTS_FAILED, topology.INVENTORY_RESERVED, topology.INVENTORY_REJECTED,
+                       topology.PAYMENTS_REFUNDED):
+            assert r.xlen(dead_of(stream)) == 0, f"{stream}.dead"
         assert r.hget(keys.order(carol), "status") == "completed"
-        assert r.get(keys.delivery_error(keys.PAYMENT_GROUP, keys.ORDERS_CREATED, carol_entry))
+        assert r.get(topology.SHOP.delivery_error(topology.PAYMENT_GROUP, topology.ORDERS_CREATED, carol_entry))
         assert int(r.hget(keys.customer("carol"), keys.BALANCE_FIELD)) == 9_000
         # Streams were trimmed as the run went, and hold only recent history.
-        info = r.xinfo_stream(keys.ORDERS_CREATED)
+        info = r.xinfo_stream(topology.ORDERS_CREATED)
         assert info["length"] < info["entries-added"]
         assert redis_restarted_at is not None and stuck_held
     finally:

@@ -13,9 +13,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from order_api.schemas import FINAL_STATUSES
+from shop import keys, topology
+from shop.statuses import FINAL_STATUSES
 from shopctl.redis_server import RedisServer
-from streams import keys
 from streams.connection import connect_async
 from streams.consumer import Consumer
 from tests import invariants
@@ -55,9 +55,9 @@ def test_200_orders_at_once_for_50_in_stock(
     for customer in customers:
         real_shop.customer(customer, 1_000_000)
 
-    replicas = {keys.PAYMENT_GROUP: 2, keys.INVENTORY_GROUP: 2, keys.ORDER_STATUS_GROUP: 1}
+    replicas = {topology.PAYMENT_GROUP: 2, topology.INVENTORY_GROUP: 2, topology.ORDER_STATUS_GROUP: 1}
     consumers = [
-        Consumer(redis.Redis.from_url(redis_server.url, decode_responses=True), group,
+        Consumer(redis.Redis.from_url(redis_server.url, decode_responses=True), topology.SHOP, group,
                  GROUPS[group], name=f"{group}-{n}", block_ms=50)
         for group, count in replicas.items()
         for n in range(count)
@@ -119,4 +119,4 @@ def test_racing_requests_with_one_idempotency_key_place_one_order(
     assert len({a.json()["id"] for a in answers}) == 1
     assert sum(a.headers.get("idempotent-replayed") == "true" for a in answers) == 19
     assert real_shop.r.zcard(keys.orders_index()) == 1
-    assert real_shop.r.xlen(keys.ORDERS_CREATED) == 1
+    assert real_shop.r.xlen(topology.ORDERS_CREATED) == 1

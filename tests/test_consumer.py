@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 import redis
 
+from shop import keys, topology
 from shopctl.redis_server import RedisServer
-from streams import keys
 from streams.connection import execute_all
 from streams.consumer import Consumer
 from streams.delivery import Delivery
 from streams.envelope import Envelope
 from streams.outcomes import Ack
+from streams.topology import dead as dead_of
 from tests.shop import GROUPS, Shop
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def test_orders_placed_before_any_worker_started_are_handled(real_shop: Shop) ->
     real_shop.customer("alice", 10_000)
     early = [real_shop.order("alice", ("item1", 1)) for _ in range(3)]
     # The groups do not exist yet: they are created from the start of the stream.
-    assert real_shop.r.xinfo_groups(keys.ORDERS_CREATED) == []
+    assert real_shop.r.xinfo_groups(topology.ORDERS_CREATED) == []
     real_shop.settle()
     assert [real_shop.status(o) for o in early] == ["completed"] * 3
 
@@ -36,14 +37,14 @@ def test_a_restarted_consumer_first_finishes_its_own_pending_entries(real_shop: 
     real_shop.product("item1", stock=10)
     real_shop.customer("alice", 10_000)
     order = real_shop.order("alice", ("item1", 1))
-    payment = real_shop.consumers[keys.PAYMENT_GROUP]
+    payment = real_shop.consumers[topology.PAYMENT_GROUP]
     payment.ensure_groups()
     # The worker read the message and died before handling it:
-    real_shop.r.xreadgroup(payment.group, payment.name, {keys.ORDERS_CREATED: ">"})
-    assert real_shop.r.xpending(keys.ORDERS_CREATED, payment.group)["pending"] == 1
-    restarted = Consumer(real_shop.r, payment.group, GROUPS[payment.group], name=payment.name)
+    real_shop.r.xreadgroup(payment.group, payment.name, {topology.ORDERS_CREATED: ">"})
+    assert real_shop.r.xpending(topology.ORDERS_CREATED, payment.group)["pending"] == 1
+    restarted = Consumer(real_shop.r, topology.SHOP, payment.group, GROUPS[payment.group], name=payment.name)
     restarted.run(once=True)
-    assert real_shop.r.xpending(keys.ORDERS_CREATED, payment.group)["pending"] == 0
+    assert real_shop.r.xpending(topology.ORDERS_CREATED, payment.group)["pending"] == 0
     real_shop.settle()
     assert real_shop.status(order) == "completed"
     assert real_shop.balance("alice") == 9_000
@@ -52,18 +53,18 @@ def test_a_restarted_consumer_first_finishes_its_own_pending_entries(real_shop: 
 def test_a_malformed_entry_is_dead_lettered_and_the_worker_goes_on(real_shop: Shop) -> None:
     real_shop.product("item1", stock=10)
     real_shop.customer("alice", 10_000)
-    real_shop.r.xadd(keys.ORDERS_CREATED, {"hello": "world"})
-    real_shop.r.xadd(keys.ORDERS_CREATED, {"type": "order.created", "order_id": "x", "data": "{"})
+    real_shop.r.xadd(topology.ORDERS_CREATED, {"hello": "world"})
+    real_shop.r.xadd(topology.ORDERS_CREATED, {"type": "order.created", "order_id": "x", "data": "{"})
     order = real_shop.order("alice", ("item1", 1))
     real_shop.settle()
     assert real_shop.status(order) == "completed"
-    dead = [d for d in real_shop.events(keys.dead(keys.ORDERS_CREATED)) if d["group"] == "payment"]
+    dead = [d for d in real_shop.events(dead_of(topology.ORDERS_CREATED)) if d["group"] == "payment"]
     assert [d["reason"] for d in dead] == [
         "missing field(s): type, event_id, order_id, occurred_at, causation_id, v, data",
         "missing field(s): event_id, occurred_at, causation_id, v",
     ]
     assert json.loads(dead[0]["original"]) == {"hello": "world"}
-    assert dead[0]["stream"] == keys.ORDERS_CREATED and dead[0]["deliveries"] == "1"
+    assert dead[0]["stream"] == topology.ORDERS_CREATED and dead[0]["deliveries"] == "1"
 
 
 def test_an_event_on_the_wrong_stream_is_dead_lettered(real_shop: Shop) -> None:
@@ -71,10 +72,10 @@ def test_an_event_on_the_wrong_stream_is_dead_lettered(real_shop: Shop) -> None:
     real_shop.customer("alice", 10_000)
     real_shop.order("alice", ("item1", 1))
     real_shop.settle()
-    [(_, paid)] = real_shop.r.xrange(keys.PAYMENTS_COMPLETED)
-    real_shop.r.xadd(keys.ORDERS_CREATED, paid)
-    real_shop.settle([keys.PAYMENT_GROUP])
-    [dead] = real_shop.events(keys.dead(keys.ORDERS_CREATED))
+    [(_, paid)] = real_shop.r.xrange(topology.PAYMENTS_COMPLETED)
+    real_shop.r.xadd(topology.ORDERS_CREATED, paid)
+    real_shop.settle([topology.PAYMENT_GROUP])
+    [dead] = real_shop.events(dead_of(topology.ORDERS_CREATED))
     assert dead["reason"] == (
         "event type 'payment.completed' does not belong on stream 'orders.created'"
     )
@@ -95,12 +96,12 @@ def test_a_handler_that_fails_twice_is_retried_and_succeeds(real_shop: Shop) -> 
     real_shop.customer("alice", 10_000)
     order = real_shop.order("alice", ("item1", 1))
     calls: list[str] = []
-    consumer = Consumer(real_shop.r, "flaky", {"order.created": _flaky(2, calls)},
+    consumer = Consumer(real_shop.r, topology.SHOP, "flaky", {"order.created": _flaky(2, calls)},
                         retry_after_s=0.01, max_deliveries=5)
     consumer.run(once=True)
     assert calls == [order] * 3
-    assert real_shop.r.xpending(keys.ORDERS_CREATED, "flaky")["pending"] == 0
-    assert real_shop.r.xlen(keys.dead(keys.ORDERS_CREATED)) == 0
+    assert real_shop.r.xpending(topology.ORDERS_CREATED, "flaky")["pending"] == 0
+    assert real_shop.r.xlen(dead_of(topology.ORDERS_CREATED)) == 0
 
 
 def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliveries(
@@ -110,19 +111,19 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliveries(
     real_shop.customer("alice", 10_000)
     order = real_shop.order("alice", ("item1", 1))
     calls: list[str] = []
-    consumer = Consumer(real_shop.r, "payment", {"order.created": _flaky(99, calls)},
+    consumer = Consumer(real_shop.r, topology.SHOP, "payment", {"order.created": _flaky(99, calls)},
                         retry_after_s=0.01, max_deliveries=3)
     consumer.run(once=True)
     assert len(calls) == 3
-    [dead] = real_shop.events(keys.dead(keys.ORDERS_CREATED))
+    [dead] = real_shop.events(dead_of(topology.ORDERS_CREATED))
     assert dead["order_id"] == order and dead["group"] == "payment"
     assert dead["deliveries"] == "4"  # counted by Redis: three tries, the fourth gave up
     assert dead["reason"] == (
         "gave up after 3 deliveries; last error: ConnectionResetError: payment gateway timeout #3"
     )
-    assert real_shop.r.xpending(keys.ORDERS_CREATED, "payment")["pending"] == 0
+    assert real_shop.r.xpending(topology.ORDERS_CREATED, "payment")["pending"] == 0
     # The projector sees the dead letter: the order shows failed, naming the stage.
-    real_shop.settle([keys.ORDER_STATUS_GROUP])
+    real_shop.settle([topology.ORDER_STATUS_GROUP])
     assert real_shop.status(order) == "failed"
     assert real_shop.r.hget(keys.order(order), "reason").startswith("payment stage: gave up")
 
@@ -143,7 +144,7 @@ def test_a_batch_is_read_in_one_round_trip_and_applied_in_one_pipeline(real_shop
     real_shop.customer("alice", 10**9)
     for _ in range(100):
         real_shop.order("alice", ("item1", 1))
-    consumer = Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP],
+    consumer = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP],
                         batch_size=100)
     consumer.ensure_groups()
     real_shop.r.config_resetstat()
@@ -153,11 +154,11 @@ def test_a_batch_is_read_in_one_round_trip_and_applied_in_one_pipeline(real_shop
     assert stats["cmdstat_evalsha"]["calls"] == 100
     # 100 charges and 100 acknowledgements, all inside the scripts
     assert stats["cmdstat_xack"]["calls"] == 100
-    assert real_shop.r.xpending(keys.ORDERS_CREATED, keys.PAYMENT_GROUP)["pending"] == 0
+    assert real_shop.r.xpending(topology.ORDERS_CREATED, topology.PAYMENT_GROUP)["pending"] == 0
 
 
 def test_stop_finishes_the_loop_and_returns(real: redis.Redis) -> None:
-    consumer = Consumer(real, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP], block_ms=100)
+    consumer = Consumer(real, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP], block_ms=100)
     thread = threading.Thread(target=consumer.run)
     thread.start()
     consumer.stop()
@@ -181,7 +182,7 @@ def test_middleware_wraps_each_message_around_its_commit(real_shop: Shop) -> Non
         yield
         seen.append("inner after")
 
-    Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP],
+    Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP],
              middleware=[outer, inner]).run(once=True)
     assert seen == ["outer before", "inner before", "inner after", "outer after (Apply, charged)"]
 
@@ -195,7 +196,7 @@ def test_the_default_middleware_logs_one_line_per_message_with_its_timing(
     real_shop.customer("alice", 10_000)
     order = real_shop.order("alice", ("item1", 1))
     with caplog.at_level("INFO", logger="streams.handled"):
-        Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP],
+        Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP],
                  middleware=middleware.DEFAULT).run(once=True)
     [record] = caplog.records
     assert record.getMessage() == (
@@ -207,18 +208,18 @@ def test_the_default_middleware_logs_one_line_per_message_with_its_timing(
 
 def test_messages_that_only_need_acknowledging_share_one_xack(real_shop: Shop) -> None:
     for i in range(50):
-        real_shop.r.xadd(keys.ORDERS_CREATED, {"junk": str(i)})  # dead-lettered, not acked
+        real_shop.r.xadd(topology.ORDERS_CREATED, {"junk": str(i)})  # dead-lettered, not acked
     real_shop.product("item1", stock=100)
     real_shop.customer("alice", 10**6)
     for _ in range(30):
         real_shop.order("alice", ("item1", 1))
-    consumer = Consumer(real_shop.r, "noop", {"order.created": lambda _: Ack("seen")})
+    consumer = Consumer(real_shop.r, topology.SHOP, "noop", {"order.created": lambda _: Ack("seen")})
     consumer.ensure_groups()
     real_shop.r.config_resetstat()
     assert consumer.handle_new() == 80
     stats = real_shop.r.info("commandstats")
     assert stats["cmdstat_xack"]["calls"] == 1 + 50  # one for the 30 acks; one per dead letter
-    assert real_shop.r.xpending(keys.ORDERS_CREATED, "noop")["pending"] == 0
+    assert real_shop.r.xpending(topology.ORDERS_CREATED, "noop")["pending"] == 0
 
 
 def test_execute_all_answers_each_command_in_its_place(real: redis.Redis) -> None:

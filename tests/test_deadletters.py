@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
+from shop import keys, topology
 from shopctl.cli import main
 from shopctl.redis_server import RedisServer
-from streams import keys
+from streams.topology import dead as dead_of
 from tests.shop import Shop
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def test_a_replayed_dead_letter_that_now_succeeds_completes_its_order(
         "payment stage: gave up after 5 deliveries; last error: ResponseError:"
     )
     [line, total] = shopctl(redis_server, capsys, "list")
-    assert line.startswith(f"{keys.ORDERS_CREATED}.dead/")
+    assert line.startswith(f"{topology.ORDERS_CREATED}.dead/")
     assert f"order={order}  group=payment  deliveries=6" in line
     assert total == "1 dead letter(s)"
 
@@ -43,31 +44,31 @@ def test_a_replayed_dead_letter_that_now_succeeds_completes_its_order(
     assert real_shop.status(order) == "completed"
     assert real_shop.r.hget(keys.order(order), "reason") == ""
     assert real_shop.balance("alice") == 8_000 and real_shop.stock("item1") == 8
-    assert real_shop.r.xlen(keys.dead(keys.ORDERS_CREATED)) == 0
+    assert real_shop.r.xlen(dead_of(topology.ORDERS_CREATED)) == 0
     # Only the payment was missing: the projector had recorded order.created
     # already and recorded it once.
-    assert real_shop.r.xlen(keys.PAYMENTS_COMPLETED) == 1
+    assert real_shop.r.xlen(topology.PAYMENTS_COMPLETED) == 1
 
 
 def test_an_entry_two_groups_gave_up_on_is_replayed_once_and_purge_empties(
     real_shop: Shop, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_shop.r.xadd(keys.ORDERS_CREATED, {"hello": "world"})
+    real_shop.r.xadd(topology.ORDERS_CREATED, {"hello": "world"})
     real_shop.settle()
-    assert real_shop.r.xlen(keys.dead(keys.ORDERS_CREATED)) == 2  # payment and order-status
+    assert real_shop.r.xlen(dead_of(topology.ORDERS_CREATED)) == 2  # payment and order-status
     results = shopctl(redis_server, capsys, "replay", "--all")
     assert len(results) == 2
     assert sum("replayed as orders.created" in r for r in results) == 1
     assert sum("deleted, replayed once" in r for r in results) == 1
-    assert real_shop.r.xlen(keys.ORDERS_CREATED) == 2  # the junk, and its one replay
+    assert real_shop.r.xlen(topology.ORDERS_CREATED) == 2  # the junk, and its one replay
     real_shop.settle()  # still junk: dead again, by both groups
-    assert real_shop.r.xlen(keys.dead(keys.ORDERS_CREATED)) == 2
+    assert real_shop.r.xlen(dead_of(topology.ORDERS_CREATED)) == 2
     assert shopctl(redis_server, capsys, "purge", "--all", "--stream", "orders.created") == [
         "purged 2 dead letter(s)"
     ]
     assert shopctl(redis_server, capsys, "list") == ["0 dead letter(s)"]
     # The projector's group on the dead stream survives a purge.
-    assert real_shop.r.xinfo_groups(keys.dead(keys.ORDERS_CREATED))
+    assert real_shop.r.xinfo_groups(dead_of(topology.ORDERS_CREATED))
 
 
 def test_bad_references_are_clear_errors(

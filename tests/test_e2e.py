@@ -15,7 +15,7 @@ import httpx2
 import pytest
 import redis
 
-from order_api.schemas import FINAL_STATUSES
+from shop.statuses import FINAL_STATUSES
 from shopctl import demo
 from shopctl.redis_server import free_port
 from tests import invariants

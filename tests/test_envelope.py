@@ -6,10 +6,12 @@ import time
 import pytest
 
 from order_api.models import Customer, Product
-from streams import keys
+from shop import keys, topology
+from shop.events import OrderCreated, OrderLine
+from shop.topology import SHOP
 from streams.deadletter import DeadLetter
 from streams.envelope import Envelope, MalformedEntry, utc_now
-from streams.events import EVENTS, OrderCreated, OrderLine
+from streams.topology import dead as dead_of
 
 pytestmark = pytest.mark.unit
 
@@ -17,17 +19,19 @@ pytestmark = pytest.mark.unit
 def order_created() -> Envelope:
     line = OrderLine(product_id="item1", quantity=2, price_cents=1200)
     return Envelope.new(
-        OrderCreated(customer_id="alice", lines=[line], total_cents=2400), order_id="ord_1"
+        SHOP, OrderCreated(customer_id="alice", lines=[line], total_cents=2400), "ord_1"
     )
 
 
 def test_an_envelope_survives_the_round_trip_through_flat_string_fields() -> None:
     event = order_created()
-    fields = event.to_fields()
+    fields = event.to_fields(SHOP)
+    assert list(fields) == ["type", "event_id", "order_id", "occurred_at", "causation_id", "v",
+                            "data"]
     assert all(isinstance(v, str) for v in fields.values())
     assert fields["type"] == "order.created" and fields["v"] == "1"
     assert fields["occurred_at"].endswith("Z")
-    assert Envelope.parse(fields) == event
+    assert Envelope.parse(fields, SHOP) == event
 
 
 @pytest.mark.parametrize(
@@ -44,19 +48,30 @@ def test_an_envelope_survives_the_round_trip_through_flat_string_fields() -> Non
     ],
 )
 def test_a_malformed_entry_is_refused_with_a_reason(change: dict, reason: str) -> None:
-    fields = order_created().to_fields()
+    fields = order_created().to_fields(SHOP)
     for name, value in change.items():
         if value is None:
             del fields[name]
         else:
             fields[name] = value
     with pytest.raises(MalformedEntry, match=reason.replace("(", r"\(").replace(")", r"\)")):
-        Envelope.parse(fields)
+        Envelope.parse(fields, SHOP)
 
 
-def test_every_event_type_has_its_own_stream_named_in_keys() -> None:
-    streams = [stream for _model, stream in EVENTS.values()]
-    assert sorted(streams) == sorted(keys.ALL_STREAMS)
+def test_an_event_on_another_partition_than_its_order_is_refused() -> None:
+    four = SHOP.with_partitions(4)
+    event = order_created()
+    order_id = "ord_0000000000000002"  # partition 2 of 4
+    fields = event.to_fields(four) | {"order_id": order_id}
+    assert Envelope.parse(fields, four, "{p2}").tag == "{p2}"
+    with pytest.raises(MalformedEntry, match="belongs to partition {p2}, not {p1}"):
+        Envelope.parse(fields, four, "{p1}")
+
+
+def test_every_event_type_has_its_own_stream_and_every_stream_its_readers() -> None:
+    streams = [event.stream for event in SHOP.events]
+    assert sorted(streams) == sorted(topology.SHOP.streams)
+    assert all(topology.SHOP.readers[stream] for stream in streams)
 
 
 def test_keys_match_the_redis_om_models_and_their_fields() -> None:
@@ -64,16 +79,18 @@ def test_keys_match_the_redis_om_models_and_their_fields() -> None:
     assert Customer.make_primary_key("alice") == keys.customer("alice")
     assert keys.STOCK_FIELD in Product.model_fields
     assert keys.BALANCE_FIELD in Customer.model_fields
-    assert keys.dead("orders.created") == "orders.created.dead"
+    assert dead_of("orders.created") == "orders.created.dead"
 
 
 def test_a_dead_letter_round_trips_and_keeps_the_original_fields() -> None:
-    dead = DeadLetter.of("orders.created", "1-0", {"junk": "x"}, "payment", "bad", 3)
-    fields = dead.to_fields()
+    dead = DeadLetter.of("orders.created", "1-0", {"junk": "x", "order_id": "o"}, "payment",
+                         "bad", 3, "order_id")
+    fields = dead.to_fields("order_id")
     assert fields["type"] == "dead_letter" and fields["deliveries"] == "3"
-    assert DeadLetter.parse(fields) == dead
+    assert fields["order_id"] == "o"
+    assert DeadLetter.parse(fields, "order_id") == dead
     with pytest.raises(MalformedEntry):
-        DeadLetter.parse({"type": "order.created"})
+        DeadLetter.parse({"type": "order.created"}, "order_id")
 
 
 @pytest.mark.parametrize(("ns", "text"), [

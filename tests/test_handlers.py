@@ -6,8 +6,9 @@ import json
 import time
 from datetime import datetime
 
-from streams import keys
+from shop import keys, topology
 from streams.envelope import Envelope
+from streams.topology import dead as dead_of
 from tests.shop import Shop
 
 
@@ -23,8 +24,8 @@ def test_an_order_is_charged_stock_is_taken_and_it_completes(shop: Shop) -> None
     assert shop.status(order) == "completed"
     assert shop.balance("alice") == 10_000 - 3600
     assert shop.stock("item1") == 7
-    [paid] = shop.events(keys.PAYMENTS_COMPLETED)
-    [created] = shop.events(keys.ORDERS_CREATED)
+    [paid] = shop.events(topology.PAYMENTS_COMPLETED)
+    [created] = shop.events(topology.ORDERS_CREATED)
     # Every outcome names what caused it.
     assert paid["causation_id"] == created["event_id"] and paid["order_id"] == order
     # When the status last moved, in ms: the same moment as updated_at.
@@ -41,7 +42,7 @@ def test_a_short_balance_is_declined_and_nothing_is_taken(shop: Shop) -> None:
     assert shop.status(order) == "rejected"
     assert shop.r.hget(keys.order(order), "reason") == "payment declined: insufficient funds"
     assert shop.balance("bob") == 500 and shop.stock("item1") == 10
-    assert data(shop, keys.PAYMENTS_FAILED)[0]["reason"] == "insufficient_funds"
+    assert data(shop, topology.PAYMENTS_FAILED)[0]["reason"] == "insufficient_funds"
 
 
 def test_a_customer_who_vanished_is_declined_as_unknown(shop: Shop) -> None:
@@ -51,7 +52,7 @@ def test_a_customer_who_vanished_is_declined_as_unknown(shop: Shop) -> None:
     shop.r.delete(keys.customer("carol"))
     shop.settle()
     assert shop.status(order) == "rejected"
-    assert data(shop, keys.PAYMENTS_FAILED)[0]["reason"] == "unknown_customer"
+    assert data(shop, topology.PAYMENTS_FAILED)[0]["reason"] == "unknown_customer"
 
 
 def test_short_stock_takes_nothing_and_refunds_the_charge(shop: Shop) -> None:
@@ -63,10 +64,10 @@ def test_short_stock_takes_nothing_and_refunds_the_charge(shop: Shop) -> None:
     assert shop.status(order) == "refunded"
     assert shop.stock("item1") == 10 and shop.stock("item2") == 2  # all or nothing
     assert shop.balance("alice") == 10_000
-    [rejected] = data(shop, keys.INVENTORY_REJECTED)
+    [rejected] = data(shop, topology.INVENTORY_REJECTED)
     assert rejected == {"customer_id": "alice", "reason": "out_of_stock", "product_id": "item2",
                         "requested": 3, "available": 2}
-    [refund] = data(shop, keys.PAYMENTS_REFUNDED)
+    [refund] = data(shop, topology.PAYMENTS_REFUNDED)
     assert refund["amount_cents"] == 3500
     assert shop.r.hget(keys.order(order), "reason") == (
         "refunded: out of stock: item2 (requested 3, available 2)"
@@ -99,15 +100,15 @@ def test_a_duplicated_event_changes_nothing_twice(shop: Shop) -> None:
     shop.product("item1", stock=10, price_cents=1000)
     shop.customer("alice", 10_000)
     order = shop.order("alice", ("item1", 1))
-    [(_, created)] = shop.r.xrange(keys.ORDERS_CREATED)
+    [(_, created)] = shop.r.xrange(topology.ORDERS_CREATED)
     shop.settle()
-    for stream in (keys.ORDERS_CREATED, keys.PAYMENTS_COMPLETED, keys.INVENTORY_RESERVED):
+    for stream in (topology.ORDERS_CREATED, topology.PAYMENTS_COMPLETED, topology.INVENTORY_RESERVED):
         [(_, fields)] = shop.r.xrange(stream)
         shop.r.xadd(stream, fields)  # the same event, delivered again
     shop.settle()
     assert shop.balance("alice") == 9_000 and shop.stock("item1") == 9
     # Each stream holds the original and the test's copy, and nothing new.
-    for stream in (keys.PAYMENTS_COMPLETED, keys.INVENTORY_RESERVED):
+    for stream in (topology.PAYMENTS_COMPLETED, topology.INVENTORY_RESERVED):
         events = shop.events(stream)
         assert len(events) == 2 and len({e["event_id"] for e in events}) == 1
     assert shop.status(order) == "completed"
@@ -120,10 +121,10 @@ def test_a_refund_happens_at_most_once(shop: Shop) -> None:
     shop.customer("alice", 10_000)
     shop.order("alice", ("item1", 1))
     shop.settle()
-    [(_, rejected)] = shop.r.xrange(keys.INVENTORY_REJECTED)
-    shop.r.xadd(keys.INVENTORY_REJECTED, rejected)
+    [(_, rejected)] = shop.r.xrange(topology.INVENTORY_REJECTED)
+    shop.r.xadd(topology.INVENTORY_REJECTED, rejected)
     shop.settle()
-    assert len(shop.events(keys.PAYMENTS_REFUNDED)) == 1
+    assert len(shop.events(topology.PAYMENTS_REFUNDED)) == 1
     assert shop.balance("alice") == 10_000
 
 
@@ -135,9 +136,9 @@ def test_a_refund_for_an_order_never_charged_is_dead_lettered(shop: Shop) -> Non
                             "product_id": "item1", "requested": 1, "available": 0}),
     })
     shop.customer("alice", 10_000)
-    shop.r.xadd(keys.INVENTORY_REJECTED, bogus.to_fields())
-    shop.settle([keys.PAYMENT_GROUP])
-    [dead] = shop.events(keys.dead(keys.INVENTORY_REJECTED))
+    shop.r.xadd(topology.INVENTORY_REJECTED, bogus.to_fields())
+    shop.settle([topology.PAYMENT_GROUP])
+    [dead] = shop.events(dead_of(topology.INVENTORY_REJECTED))
     assert dead["group"] == "payment"
     assert "nothing to refund: the order was never charged" in dead["reason"]
     assert shop.balance("alice") == 10_000
@@ -147,13 +148,13 @@ def test_late_events_never_move_an_order_backwards(shop: Shop) -> None:
     shop.product("item1", stock=10)
     shop.customer("alice", 100_000)
     order = shop.order("alice", ("item1", 1))
-    shop.settle([keys.PAYMENT_GROUP, keys.INVENTORY_GROUP])
+    shop.settle([topology.PAYMENT_GROUP, topology.INVENTORY_GROUP])
     # The projector reads inventory.reserved before payment.completed.
-    projector = shop.consumers[keys.ORDER_STATUS_GROUP]
-    projector.streams = [keys.INVENTORY_RESERVED]
+    projector = shop.consumers[topology.ORDER_STATUS_GROUP]
+    projector.streams = [topology.INVENTORY_RESERVED]
     projector.run(once=True)
     assert shop.status(order) == "completed"
-    projector.streams = list(keys.ALL_STREAMS)
+    projector.streams = list(topology.SHOP.streams)
     projector.run(once=True)
     assert shop.status(order) == "completed"
     history = shop.r.hgetall(keys.order_history(order))
@@ -173,9 +174,9 @@ def test_an_event_for_an_order_that_does_not_exist_is_dead_lettered(shop: Shop) 
         "data": json.dumps({"customer_id": "alice", "amount_cents": 1,
                             "reason": "insufficient_funds"}),
     }
-    shop.r.xadd(keys.PAYMENTS_FAILED, event)
-    shop.settle([keys.ORDER_STATUS_GROUP])
-    [dead] = shop.events(keys.dead(keys.PAYMENTS_FAILED))
+    shop.r.xadd(topology.PAYMENTS_FAILED, event)
+    shop.settle([topology.ORDER_STATUS_GROUP])
+    [dead] = shop.events(dead_of(topology.PAYMENTS_FAILED))
     assert dead["reason"] == "order ord_ghost does not exist"
     assert dead["group"] == "order-status"
     assert not shop.r.exists(keys.order("ord_ghost"))
@@ -185,15 +186,15 @@ def test_a_dead_letter_marks_its_order_failed_with_the_stage(shop: Shop) -> None
     shop.product("item1", stock=10)
     shop.customer("alice", 100_000)
     order = shop.order("alice", ("item1", 1))
-    shop.settle([keys.PAYMENT_GROUP])
+    shop.settle([topology.PAYMENT_GROUP])
     # payment.completed that the inventory worker cannot read:
-    [(entry_id, fields)] = shop.r.xrange(keys.PAYMENTS_COMPLETED)
-    shop.r.xdel(keys.PAYMENTS_COMPLETED, entry_id)
-    shop.r.xadd(keys.PAYMENTS_COMPLETED, fields | {"data": "{oops"})
+    [(entry_id, fields)] = shop.r.xrange(topology.PAYMENTS_COMPLETED)
+    shop.r.xdel(topology.PAYMENTS_COMPLETED, entry_id)
+    shop.r.xadd(topology.PAYMENTS_COMPLETED, fields | {"data": "{oops"})
     shop.settle()
     assert shop.status(order) == "failed"
     # Each group that reads the stream gives up on the entry and says so.
-    dead = shop.events(keys.dead(keys.PAYMENTS_COMPLETED))
+    dead = shop.events(dead_of(topology.PAYMENTS_COMPLETED))
     assert sorted(d["group"] for d in dead) == ["inventory", "order-status"]
     reason = shop.r.hget(keys.order(order), "reason")
     assert reason.split(" stage: ")[0] in {"inventory", "order-status"}
@@ -208,14 +209,14 @@ def test_money_and_stock_never_move_for_an_order_nobody_accepted(shop: Shop) -> 
     header = {"event_id": "e1", "order_id": "ord_ghost", "occurred_at": "2026-11-21T00:00:00Z",
               "causation_id": "", "v": "1"}
     line = {"product_id": "item1", "quantity": 1, "price_cents": 1000}
-    shop.r.xadd(keys.ORDERS_CREATED, header | {"type": "order.created", "data": json.dumps(
+    shop.r.xadd(topology.ORDERS_CREATED, header | {"type": "order.created", "data": json.dumps(
         {"customer_id": "alice", "lines": [line], "total_cents": 1000})})
-    shop.r.xadd(keys.PAYMENTS_COMPLETED, header | {"type": "payment.completed", "data": json.dumps(
+    shop.r.xadd(topology.PAYMENTS_COMPLETED, header | {"type": "payment.completed", "data": json.dumps(
         {"customer_id": "alice", "amount_cents": 1000, "lines": [line]})})
-    shop.settle([keys.PAYMENT_GROUP, keys.INVENTORY_GROUP])
+    shop.settle([topology.PAYMENT_GROUP, topology.INVENTORY_GROUP])
     assert shop.balance("alice") == 10_000 and shop.stock("item1") == 10
-    [charge] = shop.events(keys.dead(keys.ORDERS_CREATED))
-    [take] = shop.events(keys.dead(keys.PAYMENTS_COMPLETED))
+    [charge] = shop.events(dead_of(topology.ORDERS_CREATED))
+    [take] = shop.events(dead_of(topology.PAYMENTS_COMPLETED))
     assert (charge["group"], charge["reason"]) == (
         "payment", "order does not exist; nothing charged")
     assert (take["group"], take["reason"]) == ("inventory", "order does not exist; no stock taken")
@@ -229,7 +230,7 @@ def test_the_largest_order_is_priced_exactly(shop: Shop) -> None:
     shop.customer("rich", 10**13)
     order = shop.order("rich", *((f"p{i}", 10_000) for i in range(50)))
     assert shop.r.hget(keys.order(order), "total_cents") == "50000000000000"
-    [created] = shop.events(keys.ORDERS_CREATED)
+    [created] = shop.events(topology.ORDERS_CREATED)
     event = Envelope.parse(created)
     assert event.payload.total_cents == 5 * 10**13  # type: ignore[union-attr]
     assert {line.price_cents for line in event.payload.lines} == {10**8}  # type: ignore[union-attr]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams import keys
+from shop import keys, topology
 from tests import invariants
 from tests.shop import Shop
 
@@ -36,8 +36,8 @@ def test_stock_taken_twice_breaks_the_books(real_shop: Shop) -> None:
 
 def test_a_duplicate_charge_event_is_counted(real_shop: Shop) -> None:
     _settled(real_shop)
-    [(_, paid)] = real_shop.r.xrange(keys.PAYMENTS_COMPLETED)
-    real_shop.r.xadd(keys.PAYMENTS_COMPLETED, paid)
+    [(_, paid)] = real_shop.r.xrange(topology.PAYMENTS_COMPLETED)
+    real_shop.r.xadd(topology.PAYMENTS_COMPLETED, paid)
     real_shop.settle()
     with pytest.raises(AssertionError, match="charged twice"):
         invariants.check(real_shop.r, {"item1": 10}, {"alice": 10_000})
@@ -49,6 +49,6 @@ def test_an_unfinished_order_or_unread_entry_is_caught(real_shop: Shop) -> None:
     with pytest.raises(AssertionError, match=f"order {order} is still paid"):
         invariants.check(real_shop.r, {"item1": 10}, {"alice": 10_000})
     real_shop.r.hset(keys.order(order), "status", "completed")
-    real_shop.r.xadd(keys.PAYMENTS_REFUNDED, {"junk": "1"})
+    real_shop.r.xadd(topology.PAYMENTS_REFUNDED, {"junk": "1"})
     with pytest.raises(AssertionError, match="payments.refunded/order-status: unread entries"):
         invariants.check(real_shop.r, {"item1": 10}, {"alice": 10_000})

@@ -15,8 +15,8 @@ from mcp import Client
 
 from mcp_servers import ops, shop
 from mcp_servers.api import ShopApi
+from shop import keys, topology
 from shopctl.redis_server import free_port
-from streams import keys
 from tests.conftest import api_app, make_token
 from tests.shop import Shop
 
@@ -242,7 +242,7 @@ async def test_the_ops_server_keeps_stock_and_watches_the_streams(
 
         health = await call(client, "stream_health")
         assert health["summary"] == "no consumer group yet: are the workers running?"
-        await afake.xadd(keys.ORDERS_CREATED, {"hello": "world"})
+        await afake.xadd(topology.ORDERS_CREATED, {"hello": "world"})
         saga.settle()
         health = await call(client, "stream_health")
         assert (health["lag"], health["pending"], health["dead_letters"]) == (0, 0, 2)

@@ -19,8 +19,9 @@ import redis
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
+from shop import topology
 from shopctl.redis_server import free_port
-from streams import keys
+from streams.topology import dead as dead_of
 from tests.running import Running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -83,9 +84,9 @@ def test_every_shop_tool_over_stdio(system: System) -> None:
 
 def test_every_ops_tool_over_stdio(system: System) -> None:
     r = redis.Redis(port=system.redis_port, decode_responses=True)
-    r.xadd(keys.INVENTORY_RESERVED, {"hello": "world"})  # junk: the projector dead-letters it
+    r.xadd(topology.INVENTORY_RESERVED, {"hello": "world"})  # junk: the projector dead-letters it
     deadline = time.monotonic() + 10
-    while not r.xlen(keys.dead(keys.INVENTORY_RESERVED)):
+    while not r.xlen(dead_of(topology.INVENTORY_RESERVED)):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     r.close()

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import CHECKS, load_all_checks
 
 from order_api.models import Customer, Product, to_fields
-from streams import keys
+from shop import keys
 from tests.conftest import api_app, make_token
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(300)]

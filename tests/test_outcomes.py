@@ -14,8 +14,8 @@ import httpx2
 import pytest
 import redis
 
+from shop import keys, topology
 from shopctl.redis_server import RedisServer, free_port
-from streams import keys
 from streams.connection import connect_async
 from tests.conftest import api_app
 from tests.shop import Shop
@@ -75,7 +75,7 @@ def test_a_post_while_redis_is_frozen_is_told_the_truth(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert sorted(sync.zrange(keys.orders_index(), 0, -1)) == sorted(
             [warm_id, told["order_id"]])
-        assert sync.xlen(keys.ORDERS_CREATED) == 2
+        assert sync.xlen(topology.ORDERS_CREATED) == 2
 
         # And resending with the same key, as the answer said, finds that order.
         async def resend() -> httpx2.Response:

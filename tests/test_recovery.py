@@ -8,10 +8,12 @@ import time
 import pytest
 import redis
 
-from streams import keys, retention
+from shop import topology
+from streams import retention
 from streams.consumer import Consumer
 from streams.envelope import Envelope
 from streams.outcomes import Ack
+from streams.topology import dead as dead_of
 from tests.shop import GROUPS, Shop
 
 pytestmark = pytest.mark.integration
@@ -19,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 def _killed_mid_batch(shop: Shop, group: str, name: str = "payment-killed") -> int:
     """A consumer that read a batch and died (kill -9) before handling it."""
-    Consumer(shop.r, group, GROUPS[group]).ensure_groups()
-    reply = shop.r.xreadgroup(group, name, {keys.ORDERS_CREATED: ">"}, count=100)
+    Consumer(shop.r, topology.SHOP, group, GROUPS[group]).ensure_groups()
+    reply = shop.r.xreadgroup(group, name, {topology.ORDERS_CREATED: ">"}, count=100)
     return len(reply[0][1])
 
 
@@ -28,15 +30,15 @@ def test_a_survivor_claims_what_a_killed_consumer_left_pending(real_shop: Shop) 
     real_shop.product("item1", stock=10)
     real_shop.customer("alice", 10_000)
     orders = [real_shop.order("alice", ("item1", 1)) for _ in range(3)]
-    assert _killed_mid_batch(real_shop, keys.PAYMENT_GROUP) == 3
-    survivor = Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP],
+    assert _killed_mid_batch(real_shop, topology.PAYMENT_GROUP) == 3
+    survivor = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP],
                         name="payment-survivor", claim_idle_ms=200)
     survivor.ensure_groups()
     # Not yet idle long enough: a consumer that is merely slow keeps its messages.
     assert survivor.claim_idle() == 0
     time.sleep(0.3)
     assert survivor.claim_idle() == 3
-    assert real_shop.r.xpending(keys.ORDERS_CREATED, keys.PAYMENT_GROUP)["pending"] == 0
+    assert real_shop.r.xpending(topology.ORDERS_CREATED, topology.PAYMENT_GROUP)["pending"] == 0
     real_shop.settle()
     assert [real_shop.status(o) for o in orders] == ["completed"] * 3
     assert real_shop.balance("alice") == 7_000  # each charged once
@@ -50,21 +52,21 @@ def test_a_claimed_message_that_was_already_handled_changes_nothing(real_shop: S
     order = real_shop.order("alice", ("item1", 1))
     real_shop.settle()
     # Replay the same entry as pending for a vanished consumer.
-    [(entry_id, _)] = real_shop.r.xrange(keys.ORDERS_CREATED)
-    real_shop.r.xgroup_setid(keys.ORDERS_CREATED, keys.PAYMENT_GROUP, "0")
-    real_shop.r.xreadgroup(keys.PAYMENT_GROUP, "ghost", {keys.ORDERS_CREATED: ">"})
+    [(entry_id, _)] = real_shop.r.xrange(topology.ORDERS_CREATED)
+    real_shop.r.xgroup_setid(topology.ORDERS_CREATED, topology.PAYMENT_GROUP, "0")
+    real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "ghost", {topology.ORDERS_CREATED: ">"})
     time.sleep(0.06)
-    survivor = Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP],
+    survivor = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP],
                         claim_idle_ms=50)
     survivor.ensure_groups()
     assert survivor.claim_idle() == 1
     assert real_shop.balance("alice") == 9_000
-    assert real_shop.r.xlen(keys.PAYMENTS_COMPLETED) == 1
+    assert real_shop.r.xlen(topology.PAYMENTS_COMPLETED) == 1
     assert real_shop.status(order) == "completed"
 
 
 def test_retries_back_off_exponentially_up_to_the_claim_idle_time(real: redis.Redis) -> None:
-    consumer = Consumer(real, "g", {}, retry_after_s=0.5, claim_idle_ms=3000)
+    consumer = Consumer(real, topology.SHOP, "g", {}, retry_after_s=0.5, claim_idle_ms=3000)
     assert [consumer.backoff_s(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 
@@ -80,7 +82,7 @@ def test_a_failing_message_is_retried_after_its_backoff_not_before(real_shop: Sh
             raise TimeoutError("gateway timeout")
         return Ack("handled")
 
-    consumer = Consumer(real_shop.r, "flaky", {"order.created": flaky},
+    consumer = Consumer(real_shop.r, topology.SHOP, "flaky", {"order.created": flaky},
                         retry_after_s=0.2, block_ms=20)
     consumer.ensure_groups()
     deadline = time.monotonic() + 5
@@ -89,10 +91,10 @@ def test_a_failing_message_is_retried_after_its_backoff_not_before(real_shop: Sh
         consumer.retry_due(time.monotonic())
     gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
     assert len(calls) == 3 and gaps[0] >= 0.2 and gaps[1] >= 0.4, gaps
-    assert real_shop.r.xpending(keys.ORDERS_CREATED, "flaky")["pending"] == 0
+    assert real_shop.r.xpending(topology.ORDERS_CREATED, "flaky")["pending"] == 0
     # The error is kept in Redis, where any consumer of the group can read it.
-    [entry] = real_shop.r.xrange(keys.ORDERS_CREATED)
-    error_key = keys.delivery_error("flaky", keys.ORDERS_CREATED, entry[0])
+    [entry] = real_shop.r.xrange(topology.ORDERS_CREATED)
+    error_key = topology.SHOP.delivery_error("flaky", topology.ORDERS_CREATED, entry[0])
     assert real_shop.r.get(error_key) == "TimeoutError: gateway timeout"
     assert 0 < real_shop.r.ttl(error_key) <= 24 * 3600
     assert order
@@ -110,24 +112,24 @@ def test_deliveries_and_the_last_error_survive_the_consumer_that_failed(
     def broken(event: Envelope) -> Ack:
         raise ValueError(f"cannot handle {event.order_id}")
 
-    a = Consumer(real_shop.r, keys.PAYMENT_GROUP, {"order.created": broken}, name="a",
+    a = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, {"order.created": broken}, name="a",
                  retry_after_s=0.01, max_deliveries=2)
     a.ensure_groups()
     a.handle_new()
     time.sleep(0.02)
     a.retry_due(time.monotonic())
-    assert real_shop.r.xlen(keys.dead(keys.ORDERS_CREATED)) == 0  # a dies here
+    assert real_shop.r.xlen(dead_of(topology.ORDERS_CREATED)) == 0  # a dies here
     time.sleep(0.06)
-    b = Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP], name="b",
+    b = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP], name="b",
                  claim_idle_ms=50, max_deliveries=2)
     b.ensure_groups()
     assert b.claim_idle() == 1
-    [dead] = real_shop.events(keys.dead(keys.ORDERS_CREATED))
-    assert dead["deliveries"] == "3" and dead["group"] == keys.PAYMENT_GROUP
+    [dead] = real_shop.events(dead_of(topology.ORDERS_CREATED))
+    assert dead["deliveries"] == "3" and dead["group"] == topology.PAYMENT_GROUP
     assert dead["reason"] == (
         f"gave up after 2 deliveries; last error: ValueError: cannot handle {order}"
     )
-    real_shop.settle([keys.ORDER_STATUS_GROUP])
+    real_shop.settle([topology.ORDER_STATUS_GROUP])
     assert real_shop.status(order) == "failed"
 
 
@@ -142,28 +144,28 @@ def test_a_stream_is_never_trimmed_past_an_entry_a_group_has_not_handled(
     for _ in range(5):
         real_shop.order("alice", ("item1", 1))
     # The payment group has handled all five; order-status none yet.
-    real_shop.settle([keys.PAYMENT_GROUP])
-    Consumer(real_shop.r, keys.ORDER_STATUS_GROUP, GROUPS[keys.ORDER_STATUS_GROUP]).ensure_groups()
-    assert retention.trim(real_shop.r, [keys.ORDERS_CREATED], 0) == {keys.ORDERS_CREATED: 0}
+    real_shop.settle([topology.PAYMENT_GROUP])
+    Consumer(real_shop.r, topology.SHOP, topology.ORDER_STATUS_GROUP, GROUPS[topology.ORDER_STATUS_GROUP]).ensure_groups()
+    assert retention.trim(real_shop.r, [topology.ORDERS_CREATED], 0) == {topology.ORDERS_CREATED: 0}
     # order-status reads three and dies with them pending: the oldest pending is the limit.
-    real_shop.r.xreadgroup(keys.ORDER_STATUS_GROUP, "dead", {keys.ORDERS_CREATED: ">"}, count=3)
-    first_pending = real_shop.r.xrange(keys.ORDERS_CREATED)[0][0]
-    assert retention.trim(real_shop.r, [keys.ORDERS_CREATED], 0)[keys.ORDERS_CREATED] == 0
-    assert real_shop.r.xrange(keys.ORDERS_CREATED)[0][0] == first_pending
-    real_shop.consumers[keys.ORDER_STATUS_GROUP].claim_idle_ms = 0  # claim the dead one's
+    real_shop.r.xreadgroup(topology.ORDER_STATUS_GROUP, "dead", {topology.ORDERS_CREATED: ">"}, count=3)
+    first_pending = real_shop.r.xrange(topology.ORDERS_CREATED)[0][0]
+    assert retention.trim(real_shop.r, [topology.ORDERS_CREATED], 0)[topology.ORDERS_CREATED] == 0
+    assert real_shop.r.xrange(topology.ORDERS_CREATED)[0][0] == first_pending
+    real_shop.consumers[topology.ORDER_STATUS_GROUP].claim_idle_ms = 0  # claim the dead one's
     real_shop.settle()
-    assert retention.trim(real_shop.r, [keys.ORDERS_CREATED], 0)[keys.ORDERS_CREATED] == 5
-    assert real_shop.r.xlen(keys.ORDERS_CREATED) == 0
+    assert retention.trim(real_shop.r, [topology.ORDERS_CREATED], 0)[topology.ORDERS_CREATED] == 5
+    assert real_shop.r.xlen(topology.ORDERS_CREATED) == 0
 
 
 def test_a_stream_waits_for_a_group_that_has_not_started_yet(real_shop: Shop) -> None:
     real_shop.product("item1", stock=100)
     real_shop.customer("alice", 10**6)
     real_shop.order("alice", ("item1", 1))
-    real_shop.settle([keys.PAYMENT_GROUP, keys.ORDER_STATUS_GROUP])
+    real_shop.settle([topology.PAYMENT_GROUP, topology.ORDER_STATUS_GROUP])
     # payments.completed is read by inventory too, which never ran.
-    assert retention.trim(real_shop.r, [keys.PAYMENTS_COMPLETED], 0) == {}
-    assert real_shop.r.xlen(keys.PAYMENTS_COMPLETED) == 1
+    assert retention.trim(real_shop.r, [topology.PAYMENTS_COMPLETED], 0) == {}
+    assert real_shop.r.xlen(topology.PAYMENTS_COMPLETED) == 1
 
 
 def test_a_trim_keeps_the_retention_window(real_shop: Shop) -> None:
@@ -172,8 +174,8 @@ def test_a_trim_keeps_the_retention_window(real_shop: Shop) -> None:
     for _ in range(3):
         real_shop.order("alice", ("item1", 1))
     real_shop.settle()
-    assert retention.trim(real_shop.r, keys.ALL_STREAMS, 3600) == {
-        s: 0 for s in keys.ALL_STREAMS
+    assert retention.trim(real_shop.r, topology.SHOP.streams, 3600) == {
+        s: 0 for s in topology.SHOP.streams
     }
 
 
@@ -189,8 +191,8 @@ def test_stream_memory_stays_flat_once_retention_is_reached(real_shop: Shop) -> 
         real_shop.settle()
         for consumer in real_shop.consumers.values():
             consumer.maintain()
-        sizes.append(sum(real_shop.r.memory_usage(s) or 0 for s in keys.ALL_STREAMS))
-        assert max(real_shop.r.xlen(s) for s in keys.ALL_STREAMS) == 0
+        sizes.append(sum(real_shop.r.memory_usage(s) or 0 for s in topology.SHOP.streams))
+        assert max(real_shop.r.xlen(s) for s in topology.SHOP.streams) == 0
     assert max(sizes[1:]) <= sizes[1] * 1.1, sizes
 
 
@@ -198,15 +200,15 @@ def test_consumers_long_gone_with_nothing_pending_are_forgotten(real_shop: Shop)
     real_shop.customer("alice", 10_000)
     real_shop.product("item1", stock=10)
     real_shop.order("alice", ("item1", 1))
-    me = Consumer(real_shop.r, keys.PAYMENT_GROUP, GROUPS[keys.PAYMENT_GROUP], name="me")
+    me = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP], name="me")
     me.ensure_groups()
-    real_shop.r.xreadgroup(keys.PAYMENT_GROUP, "crashed-holding", {keys.ORDERS_CREATED: ">"})
-    real_shop.r.xreadgroup(keys.PAYMENT_GROUP, "crashed-empty", {keys.ORDERS_CREATED: ">"})
+    real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "crashed-holding", {topology.ORDERS_CREATED: ">"})
+    real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "crashed-empty", {topology.ORDERS_CREATED: ">"})
     me.handle_new()
     time.sleep(0.1)
     assert me.forget_consumers(after_s=0.05) == ["crashed-empty"]
-    names = {c["name"] for c in real_shop.r.xinfo_consumers(keys.ORDERS_CREATED,
-                                                            keys.PAYMENT_GROUP)}
+    names = {c["name"] for c in real_shop.r.xinfo_consumers(topology.ORDERS_CREATED,
+                                                            topology.PAYMENT_GROUP)}
     # A consumer that holds messages is kept (they are claimed, not dropped).
     assert names == {"crashed-holding", "me"}
     assert me.forget_consumers(after_s=3600) == []

@@ -15,9 +15,9 @@ import redis
 import redis.asyncio
 from fastapi.testclient import TestClient
 
+from shop import topology
 from shopctl import processes
 from shopctl.redis_server import AOF_REWRITE_RETRY_S, BACKGROUND_NICE, RedisServer, free_port
-from streams import keys
 from streams.connection import connect_async
 from streams.consumer import Consumer
 from tests.conftest import api_app, bearer, make_token
@@ -44,7 +44,7 @@ def test_a_worker_process_stops_on_sigterm_and_exits_0(
     try:
         # It is up once its groups exist.
         wait_until(lambda: any(
-            real.exists(s) and real.xinfo_groups(s) for s in keys.ALL_STREAMS))
+            real.exists(s) and real.xinfo_groups(s) for s in topology.SHOP.streams))
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=15)
     finally:
@@ -64,7 +64,7 @@ def test_a_worker_rides_out_a_redis_restart_and_resumes(
     shop.product("item1", stock=10)
     shop.customer("alice", 10_000)
     consumers = [
-        Consumer(redis.Redis.from_url(url, decode_responses=True, socket_timeout=5), group,
+        Consumer(redis.Redis.from_url(url, decode_responses=True, socket_timeout=5), topology.SHOP, group,
                  handlers, block_ms=100)
         for group, handlers in GROUPS.items()
     ]

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, status
 
 from order_api import catalog
 from order_api.auth import Caller, Operator, own_customer
-from order_api.deps import PathId, RedisDep
+from order_api.deps import PathId, RedisDep, TopologyDep
 from order_api.models import Customer
 from order_api.schemas import CustomerIn, CustomerOut, CustomerPage, answers
 
@@ -30,12 +30,13 @@ async def add_customer(body: CustomerIn, r: RedisDep, _: Operator) -> CustomerOu
 @router.get("", response_model=CustomerPage, responses=answers(401, 403, 422))
 async def list_customers(
     r: RedisDep,
+    topology: TopologyDep,
     _: Operator,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> CustomerPage:
     """List customers by id, with their balances (operator)."""
-    customers, total = await catalog.list_customers(r, offset, limit)
+    customers, total = await catalog.list_customers(r, topology, offset, limit)
     return CustomerPage(items=[_out(c) for c in customers], total=total, offset=offset,
                         limit=limit, next_offset=offset + limit if offset + limit < total
                         else None)

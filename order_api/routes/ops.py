@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query
 
 from order_api import ops
 from order_api.auth import operator
-from order_api.deps import RedisDep
+from order_api.deps import RedisDep, TopologyDep
 from order_api.errors import Unprocessable
 from order_api.schemas import (
     STREAM_PATTERN,
@@ -23,25 +23,28 @@ router = APIRouter(prefix="/ops", tags=["operations"], dependencies=[Depends(ope
 
 
 @router.get("/streams", response_model=list[StreamHealth])
-async def streams(r: RedisDep) -> list[StreamHealth]:
-    """Each stream: length, consumer groups (pending, lag), dead letters (operator)."""
-    return await ops.streams(r)
+async def streams(r: RedisDep, topology: TopologyDep) -> list[StreamHealth]:
+    """Each stream of each partition: length, groups (pending, lag), dead letters (operator)."""
+    return await ops.streams(r, topology)
 
 
 @router.get("/dead-letters", response_model=list[DeadLetterOut], responses=answers(422))
 async def dead_letters(
     r: RedisDep,
+    topology: TopologyDep,
     stream: Annotated[str | None, Query(
-        pattern=STREAM_PATTERN, description="A stream, e.g. orders.created, or its .dead.")] = None,
+        pattern=STREAM_PATTERN,
+        description="A stream, e.g. orders.created (every partition) or orders.created{p3} "
+        "(one), or its .dead.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
     """Dead letters, newest first, of one stream (e.g. orders.created) or all (operator)."""
     try:
-        found = await deadletter.list_dead(r, stream, limit)
+        found = await deadletter.list_dead(r, topology, stream, limit)
     except ValueError as exc:
         raise Unprocessable(f"stream: {exc}") from None
     return [
-        DeadLetterOut(ref=s.ref, order_id=s.letter.order_id, group=s.letter.group,
+        DeadLetterOut(ref=s.ref, order_id=s.letter.subject, group=s.letter.group,
                       reason=s.letter.reason, stream=s.letter.stream,
                       entry_id=s.letter.entry_id, deliveries=s.letter.deliveries,
                       failed_at=s.letter.failed_at)
@@ -53,9 +56,9 @@ async def dead_letters(
 
 
 @router.post("/dead-letters/replay", response_model=ReplayOut, responses=answers(413, 415, 422))
-async def replay(body: Replay, r: RedisDep) -> ReplayOut:
+async def replay(body: Replay, r: RedisDep, topology: TopologyDep) -> ReplayOut:
     """Put dead letters back on their streams; handlers are idempotent (operator)."""
     try:
-        return ReplayOut(results=await deadletter.replay(r, body.refs))
+        return ReplayOut(results=await deadletter.replay(r, topology, body.refs))
     except ValueError as exc:
         raise Unprocessable(f"refs: {exc}") from None

@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from order_api import orders
 from order_api.auth import Caller, authenticate, orderer, own_customer
-from order_api.deps import PathId, RedisDep, refuse_unknown
+from order_api.deps import PathId, RedisDep, TopologyDep, refuse_unknown
 from order_api.errors import NotFound, Unprocessable
 from order_api.schemas import Id, OrderIn, OrderOut, OrderPage, OrderStatus, answers
 
@@ -44,7 +44,8 @@ async def place_order(request: Request) -> Response:
                             "characters (no spaces)")
     app = request.app
     customer_id = orderer(principal, body.customer_id)
-    order, replayed = await orders.place(app.state.redis, body, customer_id, key,
+    order, replayed = await orders.place(app.state.redis, app.state.topology, body,
+                                         customer_id, key,
                                          app.state.settings.idempotency_ttl_s,
                                          batched=app.state.intake)
     headers = {"Location": f"/orders/{order.id}"}
@@ -84,6 +85,7 @@ PLACE_ORDER_ERRORS = answers(401, 403, 404, 413, 415, 422, 504)
 @router.get("", response_model=OrderPage, responses=answers(401, 403, 422))
 async def list_orders(
     r: RedisDep,
+    topology: TopologyDep,
     caller: Caller,
     customer_id: Annotated[Id | None, Query()] = None,
     status: OrderStatus | None = None,
@@ -91,13 +93,15 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> OrderPage:
     """List recent orders, newest first, by customer and status (a customer token: its own)."""
-    return await orders.page(r, own_customer(caller, customer_id), status, offset, limit)
+    return await orders.page(r, topology, own_customer(caller, customer_id), status, offset,
+                             limit)
 
 
 @router.get("/{order_id}", response_model=OrderOut, responses=answers(401, 404, 422))
-async def get_order(order_id: PathId, r: RedisDep, caller: Caller) -> OrderOut:
+async def get_order(order_id: PathId, r: RedisDep, topology: TopologyDep,
+                    caller: Caller) -> OrderOut:
     """Get an order: status, reason, lines, total and the history of its events."""
-    order = await orders.get(r, order_id)
+    order = await orders.get(r, topology, order_id)
     if not caller.is_operator and order.customer_id != caller.customer_id:
         raise NotFound(f"order {order_id!r} not found")  # not "forbidden": ids stay private
     return order

@@ -18,7 +18,8 @@ from order_api.main import NO_TELEMETRY
 from order_api.schemas import OrderIn
 from order_api.server import run_server
 from order_api.settings import ApiSettings
-from streams import keys, logs
+from shop import keys
+from streams import logs
 from streams.connection import connect_async
 
 

@@ -35,7 +35,9 @@ from typing import Any
 import redis.asyncio
 
 from access import tokens
-from order_api.schemas import FINAL_STATUSES
+from shop import keys
+from shop.statuses import FINAL_STATUSES
+from shop.topology import SHOP
 from shopctl import processes
 from shopctl.bench import loadgen, runner
 from shopctl.bench.harness import (
@@ -49,14 +51,14 @@ from shopctl.bench.harness import (
     wait_http,
 )
 from shopctl.redis_server import free_port
-from streams import keys
+from streams.topology import stored_topology
 
 
 async def backlog(r: redis.asyncio.Redis) -> dict[str, int]:
     """Each group's messages not yet read plus read and not yet acknowledged,
-    by ``stream/group``."""
+    by ``stream/group`` (of every partition)."""
     behind: dict[str, int] = {}
-    for stream in keys.ALL_STREAMS:
+    for stream in (await stored_topology(r, SHOP)).all_streams():
         try:
             groups = await r.xinfo_groups(stream)
         except redis.RedisError:  # not created yet, or Redis busy restarting
@@ -226,9 +228,11 @@ class Bench:
         return int((await r.info("persistence")).get("aof_rewrites", 0))
 
     async def finals_count(self, r: redis.asyncio.Redis) -> int:
+        shop = await stored_topology(r, SHOP)
         async with r.pipeline(transaction=False) as pipe:
             for status in FINAL_STATUSES:
-                pipe.zcard(keys.orders_by_status(status))
+                for tag in shop.tags():
+                    pipe.zcard(keys.orders_by_status(status, tag))
             return sum(await pipe.execute())
 
     async def wait_final(self, r: redis.asyncio.Redis, samples: list[loadgen.Sample],
@@ -240,11 +244,13 @@ class Bench:
         assert not bad, f"orders refused: {bad[:3]}"
         ids = [json.loads(s.body)["id"] for s in samples]
         deadline = time.monotonic() + timeout_s
+        shop = await stored_topology(r, SHOP)
         while True:
             if await self.finals_count(r) >= finals_before + len(ids):
                 async with r.pipeline(transaction=False) as pipe:
                     for order_id in ids:
-                        pipe.hmget(keys.order(order_id), "status", "updated_ms")
+                        pipe.hmget(keys.order(order_id, shop.tag_of(order_id)), "status",
+                                   "updated_ms")
                     rows = await pipe.execute()
                 if all(status in FINAL_STATUSES for status, _ in rows):
                     return {oid: float(ms) for oid, (_, ms) in zip(ids, rows, strict=True)}
@@ -314,8 +320,10 @@ class Bench:
                 await http.post("/customers", json={"id": "abuse-c", "name": "Abuse",
                                                     "email": "a@bench.example",
                                                     "balance_cents": 10**12})
-            await tokens.revoke(r, "abuse-c")
-            token, _ = await tokens.create(r, "customer", name="abuse-c", customer_id="abuse-c")
+            topology = await stored_topology(r, SHOP)
+            await tokens.revoke(r, topology, "abuse-c")
+            token, _ = await tokens.create(r, topology, "customer", name="abuse-c",
+                                           customer_id="abuse-c")
             await r.aclose()  # type: ignore[attr-defined]
             host, port = api_url.removeprefix("http://").rsplit(":", 1)
             self.results["abuse"] = await abuse.abuse(
@@ -361,10 +369,12 @@ class Bench:
         if not self.operator:
             return None
         made = {}
+        topology = await stored_topology(r, SHOP)
         for i in range(CUSTOMERS):
             name = f"bench-c{i}"
-            await tokens.revoke(r, name)
-            made[name] = (await tokens.create(r, "customer", name=name, customer_id=name))[0]
+            await tokens.revoke(r, topology, name)
+            made[name] = (await tokens.create(r, topology, "customer", name=name,
+                                              customer_id=name))[0]
         return made
 
     async def load_catalog(self, api_url: str) -> None:

@@ -16,12 +16,13 @@ from typing import Any
 
 import redis
 
-from payment_worker.handlers import HANDLERS as PAYMENT
+from payment_worker.handlers import WORKER as PAYMENT
+from shop import keys, topology
+from shop.events import OrderCreated, OrderLine
 from shopctl.redis_server import RedisServer, free_port
-from streams import keys, middleware
+from streams import middleware
 from streams.consumer import Consumer
 from streams.envelope import Envelope
-from streams.events import OrderCreated, OrderLine
 from streams.outcomes import Ack
 
 
@@ -30,9 +31,9 @@ def fill(r: redis.Redis, events: int) -> None:
     pipe = r.pipeline(transaction=False)
     for i in range(events):
         order_id = f"ord_{i:08d}"
-        event = Envelope.new(OrderCreated(customer_id="c", lines=[line], total_cents=100),
-                             order_id)
-        pipe.xadd(keys.ORDERS_CREATED, event.to_fields())
+        event = Envelope.new(topology.SHOP, OrderCreated(customer_id="c", lines=[line],
+                                                         total_cents=100), order_id)
+        pipe.xadd(topology.ORDERS_CREATED, event.to_fields(topology.SHOP))
         pipe.hset(keys.order(order_id), "status", "pending")  # the charge step checks it
         if len(pipe) >= 2000:
             pipe.execute()
@@ -42,7 +43,7 @@ def fill(r: redis.Redis, events: int) -> None:
 
 def events_per_s(r: redis.Redis, group: str, handlers: Mapping[str, Callable[[Any], Any]],
                  events: int) -> int:
-    consumer = Consumer(r, group, handlers, name="bench", batch_size=100,
+    consumer = Consumer(r, topology.SHOP, group, handlers, name="bench", batch_size=100,
                         middleware=middleware.DEFAULT)
     consumer.ensure_groups()
     gc.freeze()  # as a worker process does before its loop (streams.worker)
@@ -50,7 +51,7 @@ def events_per_s(r: redis.Redis, group: str, handlers: Mapping[str, Callable[[An
     while consumer.handle_new():  # the hot path: read a batch, handle it, commit it
         pass
     elapsed = time.perf_counter() - started
-    assert r.xpending(keys.ORDERS_CREATED, group)["pending"] == 0
+    assert r.xpending(topology.ORDERS_CREATED, group)["pending"] == 0
     return round(events / elapsed)
 
 
@@ -66,14 +67,14 @@ def measure(events: int, say: Callable[[str], None]) -> dict[str, int]:
                 r, "noop", {"order.created": lambda _: Ack("nothing")}, events)}
             level = handled.level
             handled.setLevel(logging.WARNING)
-            results["payment_per_s"] = events_per_s(r, keys.PAYMENT_GROUP, PAYMENT, events)
+            results["payment_per_s"] = events_per_s(r, PAYMENT.group, PAYMENT.handlers, events)
             r.delete(*(keys.payment(f"ord_{i:08d}") for i in range(events)))
-            r.xgroup_destroy(keys.ORDERS_CREATED, keys.PAYMENT_GROUP)
+            r.xgroup_destroy(topology.ORDERS_CREATED, topology.PAYMENT_GROUP)
             handled.setLevel(logging.INFO)
             null = logging.NullHandler()
             handled.addHandler(null)
             propagate, handled.propagate = handled.propagate, False
-            results["payment_logged_per_s"] = events_per_s(r, keys.PAYMENT_GROUP, PAYMENT,
+            results["payment_logged_per_s"] = events_per_s(r, PAYMENT.group, PAYMENT.handlers,
                                                            events)
             handled.removeHandler(null)
             handled.setLevel(level)

@@ -1,46 +1,36 @@
-"""The order status projector: group ``order-status`` reads every stream and
-moves each order's status and history.
+"""What the order status projector does: group ``order-status`` reads every
+stream and moves each order's status and history.
 
-Idempotent and monotonic in one Lua step: the history is a hash keyed by
-event id (HSETNX: a duplicate finds its entry and changes nothing), and the
-status only moves to a higher rank (``orders.RANK``), so events arriving out
-of order across streams never move an order back.
-
-Run it with ``python -m order_api.projector``.
+Idempotent and monotonic in one Lua step, in the order's partition: the
+history is a hash keyed by event id (HSETNX: a duplicate finds its entry and
+changes nothing), and the status only moves to a higher rank
+(``shop.statuses``), so events arriving out of order across streams never
+move an order back.
 """
 
 from __future__ import annotations
 
-import sys
-
-from order_api.orders import RANK, STATUSES
-from streams import keys
+from shop import keys
+from shop.events import InventoryRejected, PaymentFailed, PaymentRefunded
+from shop.statuses import DONE_RANK, STATUSES, lua_ranks
+from shop.topology import ORDER_STATUS_GROUP, SHOP
 from streams.consumer import Handler
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
 from streams.envelope import Envelope, utc_stamp
-from streams.events import (
-    EVENTS,
-    InventoryRejected,
-    PaymentFailed,
-    PaymentRefunded,
-)
 from streams.outcomes import Ack, Apply, Outcome
 from streams.scripts import Step
-from streams.settings import WorkerSettings
-from streams.worker import serve
+from streams.worker import Registration
 
-# Lua table literals, built once into the script: each status's rank, and its
-# index's key (K[3] for the first of STATUSES, and so on).
-_LUA_RANKS = ", ".join(f"{status} = {RANK[status]}" for status in STATUSES)
+# A Lua table literal, built once into the script: each status's index's key
+# (K[3] for the first of STATUSES, and so on).
 _LUA_INDEXES = ", ".join(f"{status} = K[{i}]" for i, status in enumerate(STATUSES, 3))
-_INDEX_KEYS = tuple(keys.orders_by_status(status) for status in STATUSES)
 
 PROJECT = Step(
     "project",
     f"""
 -- K: order, history, then the index of each status (in the order of STATUSES)
 -- A: event id, event type, occurred at, new status, reason, now, order id, now in ms
-local RANK = {{{_LUA_RANKS}}}
+local RANK = {lua_ranks()}
 local INDEX = {{{_LUA_INDEXES}}}
 local order = redis.call('HMGET', K[1], 'status', 'created_ms')
 local current, created_ms, new = order[1], order[2], A[4]
@@ -60,7 +50,7 @@ if RANK[new] > RANK[current] then
   redis.call('ZADD', INDEX[new], created_ms, A[7])
   return {{'moved', current, new}}
 end
-if new == current and RANK[new] < 3 and A[5] ~= '' then
+if new == current and RANK[new] < {DONE_RANK} and A[5] ~= '' then
   redis.call('HSET', K[1], 'reason', A[5], 'updated_at', A[6])
   return {{'noted', current, A[5]}}
 end
@@ -95,12 +85,13 @@ def target(event: Envelope) -> tuple[str, str]:
     raise ValueError(f"no status for event type {event.type!r}")
 
 
-def _apply(order_id: str, event_id: str, event_type: str, at: str, status: str,
+def _apply(order_id: str, tag: str, event_id: str, event_type: str, at: str, status: str,
            reason: str) -> Apply:
     now_ms, now = utc_stamp()
     return Apply(
         PROJECT,
-        keys=[keys.order(order_id), keys.order_history(order_id), *_INDEX_KEYS],
+        keys=[keys.order(order_id, tag), keys.order_history(order_id, tag),
+              *(keys.orders_by_status(s, tag) for s in STATUSES)],
         args=[event_id, event_type, at, status, reason, now, order_id, now_ms],
         describe=describe,
     )
@@ -115,16 +106,18 @@ def created(event: Envelope) -> Outcome:
 def project(event: Envelope) -> Outcome:
     """Any event of the flow: record it in the order's history, move its status."""
     status, reason = target(event)
-    return _apply(event.order_id, event.event_id, event.type, event.occurred_at, status, reason)
+    return _apply(event.subject, event.tag, event.event_id, event.type, event.occurred_at,
+                  status, reason)
 
 
 def fail(dead: DeadLetter) -> Outcome:
     """A dead letter: the order it names cannot go on; it shows ``failed``."""
-    if not dead.order_id:
+    if not dead.subject:
         return Ack(f"dead letter from {dead.stream} names no order: nothing to project")
     stage = dead.group
     return _apply(
-        dead.order_id,
+        dead.subject,
+        SHOP.split(dead.stream)[1],  # the partition of the stream it came from
         f"dead:{dead.group}:{dead.stream}:{dead.entry_id}",
         DEAD_LETTER_TYPE,
         dead.failed_at,
@@ -147,15 +140,9 @@ def describe(result: list) -> str:
 
 
 HANDLERS: dict[str, Handler] = {
-    **{event_type: project for event_type in EVENTS},
+    **{event.name: project for event in SHOP.events},
     "order.created": created,
     DEAD_LETTER_TYPE: fail,
 }
 
-
-def main() -> int:
-    return serve(keys.ORDER_STATUS_GROUP, HANDLERS, WorkerSettings())
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+WORKER = Registration(SHOP, ORDER_STATUS_GROUP, HANDLERS)

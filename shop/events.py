@@ -1,4 +1,4 @@
-"""Every event of the choreography, one small typed payload per event type.
+"""Every event of the shop, one small typed payload per event type.
 
 Read top to bottom, this module is the whole flow:
 
@@ -7,7 +7,8 @@ Read top to bottom, this module is the whole flow:
     inventory.rejected -> payment refunds           -> payment.refunded
 
 Each payload travels as the ``data`` field of the flat envelope
-(``streams.envelope``). Money is integer cents.
+(``streams.envelope``); ``shop.topology`` says which stream each goes to.
+Money is integer cents.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from streams import keys
 
 
 class Payload(BaseModel):
@@ -65,39 +64,3 @@ class PaymentRefunded(Payload):
     customer_id: str
     amount_cents: int = Field(ge=0)
     reason: str
-
-
-EventType = Literal[
-    "order.created",
-    "payment.completed",
-    "payment.failed",
-    "inventory.reserved",
-    "inventory.rejected",
-    "payment.refunded",
-]
-
-# event type -> (payload model, the one stream it is published on)
-EVENTS: dict[str, tuple[type[Payload], str]] = {
-    "order.created": (OrderCreated, keys.ORDERS_CREATED),
-    "payment.completed": (PaymentCompleted, keys.PAYMENTS_COMPLETED),
-    "payment.failed": (PaymentFailed, keys.PAYMENTS_FAILED),
-    "inventory.reserved": (InventoryReserved, keys.INVENTORY_RESERVED),
-    "inventory.rejected": (InventoryRejected, keys.INVENTORY_REJECTED),
-    "payment.refunded": (PaymentRefunded, keys.PAYMENTS_REFUNDED),
-}
-
-
-def stream_of(event_type: str) -> str:
-    """The stream an event type is published on."""
-    return EVENTS[event_type][1]
-
-
-_TYPE_OF = {model: name for name, (model, _stream) in EVENTS.items()}
-
-
-def type_of(payload: Payload) -> str:
-    """The event type name of a payload instance."""
-    try:
-        return _TYPE_OF[type(payload)]
-    except KeyError:
-        raise KeyError(f"{type(payload).__name__} is not a registered event payload") from None

@@ -1,0 +1,1 @@
+"""The shop: its events, the topology it hands the bus, its keys and statuses."""

@@ -1,0 +1,1 @@
+"""The order status projector: moves each order's status from the events."""
