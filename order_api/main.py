@@ -51,12 +51,13 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
             )
             app.state.intake = AutoPipeline(app.state.redis)
         models.bind(app.state.redis, app.state.topology)
-        await check_partitions_async(app.state.redis, app.state.topology)
         try:
+            await check_partitions_async(app.state.redis, app.state.topology)
             if added := await catalog.index_customers(app.state.redis, app.state.topology):
                 log.info("indexed %d customer(s) created before the index", added)
         except redis.exceptions.RedisError as exc:
-            log.warning("could not index older customers (again at the next start): %s", exc)
+            log.warning("Redis unreachable at start: partition count not checked, older "
+                        "customers not indexed (again at the next start): %s", exc)
         if client is not None:
             yield
             return
@@ -94,6 +95,7 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
     if client is not None:
         app.state.redis = client
         app.state.intake = AutoPipeline(client)
+        models.bind(client, app.state.topology)
     return app
 
 

@@ -129,9 +129,10 @@ class Stored:
 def parse_ref(topology: Topology, ref: str) -> tuple[str, str]:
     """``orders.created.dead/1763...-0`` -> (dead stream, entry id), or ValueError."""
     stream, _, entry_id = ref.partition("/")
-    if stream not in topology.dead_streams():
-        names = ", ".join(topology.dead_streams())
-        raise ValueError(f"{ref!r}: the part before '/' must be one of {names}")
+    if not _known(topology, stream.removesuffix(DEAD_SUFFIX)) or not stream.endswith(DEAD_SUFFIX):
+        names = ", ".join(dead(s) for s in topology.streams)
+        raise ValueError(f"{ref!r}: the part before '/' must be one of {names} (with a "
+                         "partition's tag before .dead, when there are partitions)")
     if not _ENTRY_ID.fullmatch(entry_id):
         raise ValueError(f"{ref!r}: the part after '/' must be an entry id like 1763700000000-0")
     return stream, entry_id
@@ -145,9 +146,14 @@ def _dead_streams(topology: Topology, stream: str | None) -> list[str]:
     name = stream.removesuffix(DEAD_SUFFIX)
     if name in topology.streams:
         return [dead(s) for s in topology.partitioned(name)]
-    if name not in topology.all_streams():
-        raise ValueError(f"unknown stream {stream!r}: one of {', '.join(topology.all_streams())}")
-    return [dead(name)]
+    if not _known(topology, name):
+        raise ValueError(f"unknown stream {stream!r}: one of {', '.join(topology.streams)}")
+    return [dead(name)]  # one partition's (none such with fewer partitions: nothing there)
+
+
+def _known(topology: Topology, stream: str) -> bool:
+    """A stream of the topology, of any partition."""
+    return topology.split(stream)[0] in topology.streams
 
 
 async def list_dead(

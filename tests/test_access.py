@@ -245,8 +245,8 @@ def test_customers_created_before_the_index_are_put_in_it(
 ) -> None:
     from order_api import catalog
 
-    assert run(catalog.index_customers(afake)) == 2  # alice and bob were written directly
-    assert run(catalog.index_customers(afake)) == 0
+    assert run(catalog.index_customers(afake, SHOP)) == 2  # alice and bob were written directly
+    assert run(catalog.index_customers(afake, SHOP)) == 0
 
 
 def test_a_deleted_product_refuses_new_orders_and_refunds_one_placed_before(

@@ -226,11 +226,11 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
 
         # Poison, while orders flow.
         redis_cli(redis_port, "XADD", topology.ORDERS_CREATED, "*", "hello", "world")
-        ghost = Envelope.new(PaymentCompleted(
+        ghost = Envelope.new(topology.SHOP, PaymentCompleted(
             customer_id="c0", amount_cents=500,
             lines=[OrderLine(product_id="item3", quantity=1, price_cents=500)]), "ord_ghost")
         redis_cli(redis_port, "XADD", topology.PAYMENTS_COMPLETED, "*",
-                  *(part for item in ghost.to_fields().items() for part in item))
+                  *(part for item in ghost.to_fields(topology.SHOP).items() for part in item))
         r.hset(keys.customer("carol"), keys.BALANCE_FIELD, "broken")
         with httpx2.Client(base_url=base, timeout=10) as http:
             carol = http.post("/orders", headers=tokens["carol"], json={"lines": [

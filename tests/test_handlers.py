@@ -134,9 +134,9 @@ def test_a_refund_for_an_order_never_charged_is_dead_lettered(shop: Shop) -> Non
         "occurred_at": "2026-11-21T00:00:00Z", "causation_id": "", "v": "1",
         "data": json.dumps({"customer_id": "alice", "reason": "out_of_stock",
                             "product_id": "item1", "requested": 1, "available": 0}),
-    })
+    }, topology.SHOP)
     shop.customer("alice", 10_000)
-    shop.r.xadd(topology.INVENTORY_REJECTED, bogus.to_fields())
+    shop.r.xadd(topology.INVENTORY_REJECTED, bogus.to_fields(topology.SHOP))
     shop.settle([topology.PAYMENT_GROUP])
     [dead] = shop.events(dead_of(topology.INVENTORY_REJECTED))
     assert dead["group"] == "payment"
@@ -231,7 +231,7 @@ def test_the_largest_order_is_priced_exactly(shop: Shop) -> None:
     order = shop.order("rich", *((f"p{i}", 10_000) for i in range(50)))
     assert shop.r.hget(keys.order(order), "total_cents") == "50000000000000"
     [created] = shop.events(topology.ORDERS_CREATED)
-    event = Envelope.parse(created)
+    event = Envelope.parse(created, topology.SHOP)
     assert event.payload.total_cents == 5 * 10**13  # type: ignore[union-attr]
     assert {line.price_cents for line in event.payload.lines} == {10**8}  # type: ignore[union-attr]
     shop.settle()  # the largest balance (1e13) cannot pay it

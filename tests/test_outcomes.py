@@ -14,6 +14,7 @@ import httpx2
 import pytest
 import redis
 
+from order_api import orders
 from shop import keys, topology
 from shopctl.redis_server import RedisServer, free_port
 from streams.connection import connect_async
@@ -25,15 +26,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 ORDER = {"customer_id": "alice", "lines": [{"product_id": "item1", "quantity": 1}]}
 
 
-def test_a_post_while_redis_is_frozen_is_told_the_truth(tmp_path: Path) -> None:
+def test_a_post_while_redis_is_frozen_is_told_the_truth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = RedisServer(free_port(), tmp_path, aof=False).start()
     assert server.proc is not None
     sync = redis.Redis.from_url(server.url, decode_responses=True)
     shop = Shop(sync, lambda: connect_async(server.url))
     shop.product("item1", stock=10)
     shop.customer("alice", 100_000)
-    # One connection, one second to answer: the token check (its own read) is
-    # left out, with API_AUTH=false, so that the script is the first thing sent.
+    # One connection, one second to answer: the token check and the price read
+    # (reads of their own) are left out, with API_AUTH=false and the prices
+    # known, so that the script is the first thing sent.
+    async def known_prices(_via: object, product_ids: list[str]) -> dict[str, int]:
+        return dict.fromkeys(product_ids, 1000)
+
+    monkeypatch.setattr(orders, "_prices", known_prices)
     client = connect_async(server.url, max_connections=1, timeout_s=1.0)
     app = api_app(client, api_auth=False)
 

@@ -110,7 +110,7 @@ def test_deliveries_and_the_last_error_survive_the_consumer_that_failed(
     order = real_shop.order("alice", ("item1", 1))
 
     def broken(event: Envelope) -> Ack:
-        raise ValueError(f"cannot handle {event.order_id}")
+        raise ValueError(f"cannot handle {event.subject}")
 
     a = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, {"order.created": broken}, name="a",
                  retry_after_s=0.01, max_deliveries=2)
@@ -146,15 +146,15 @@ def test_a_stream_is_never_trimmed_past_an_entry_a_group_has_not_handled(
     # The payment group has handled all five; order-status none yet.
     real_shop.settle([topology.PAYMENT_GROUP])
     Consumer(real_shop.r, topology.SHOP, topology.ORDER_STATUS_GROUP, GROUPS[topology.ORDER_STATUS_GROUP]).ensure_groups()
-    assert retention.trim(real_shop.r, [topology.ORDERS_CREATED], 0) == {topology.ORDERS_CREATED: 0}
+    assert retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0) == {topology.ORDERS_CREATED: 0}
     # order-status reads three and dies with them pending: the oldest pending is the limit.
     real_shop.r.xreadgroup(topology.ORDER_STATUS_GROUP, "dead", {topology.ORDERS_CREATED: ">"}, count=3)
     first_pending = real_shop.r.xrange(topology.ORDERS_CREATED)[0][0]
-    assert retention.trim(real_shop.r, [topology.ORDERS_CREATED], 0)[topology.ORDERS_CREATED] == 0
+    assert retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0)[topology.ORDERS_CREATED] == 0
     assert real_shop.r.xrange(topology.ORDERS_CREATED)[0][0] == first_pending
     real_shop.consumers[topology.ORDER_STATUS_GROUP].claim_idle_ms = 0  # claim the dead one's
     real_shop.settle()
-    assert retention.trim(real_shop.r, [topology.ORDERS_CREATED], 0)[topology.ORDERS_CREATED] == 5
+    assert retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0)[topology.ORDERS_CREATED] == 5
     assert real_shop.r.xlen(topology.ORDERS_CREATED) == 0
 
 
@@ -164,7 +164,7 @@ def test_a_stream_waits_for_a_group_that_has_not_started_yet(real_shop: Shop) ->
     real_shop.order("alice", ("item1", 1))
     real_shop.settle([topology.PAYMENT_GROUP, topology.ORDER_STATUS_GROUP])
     # payments.completed is read by inventory too, which never ran.
-    assert retention.trim(real_shop.r, [topology.PAYMENTS_COMPLETED], 0) == {}
+    assert retention.trim(real_shop.r, topology.SHOP, [topology.PAYMENTS_COMPLETED], 0) == {}
     assert real_shop.r.xlen(topology.PAYMENTS_COMPLETED) == 1
 
 
@@ -174,7 +174,7 @@ def test_a_trim_keeps_the_retention_window(real_shop: Shop) -> None:
     for _ in range(3):
         real_shop.order("alice", ("item1", 1))
     real_shop.settle()
-    assert retention.trim(real_shop.r, topology.SHOP.streams, 3600) == {
+    assert retention.trim(real_shop.r, topology.SHOP, topology.SHOP.streams, 3600) == {
         s: 0 for s in topology.SHOP.streams
     }
 

@@ -33,7 +33,7 @@ def wait_until(condition, timeout_s: float = 15) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("module", ["payment_worker", "inventory_worker", "order_api.projector"])
+@pytest.mark.parametrize("module", ["payment_worker", "inventory_worker", "status_projector"])
 def test_a_worker_process_stops_on_sigterm_and_exits_0(
     module: str, redis_server: RedisServer, real: redis.Redis
 ) -> None:
