@@ -37,13 +37,13 @@ def connect(fake_server: fakeredis.FakeServer):  # type: ignore[no-untyped-def]
 def token(connect, role: tokens.Role, customer: str | None = None, **kw: object) -> str:  # type: ignore[no-untyped-def]
     async def create() -> str:
         return (await tokens.create(connect(), SHOP, role, customer_id=customer, **kw))[0]  # type: ignore[arg-type]
+
     return run(create())
 
 
 @pytest.fixture
 def shop(fake: redis.Redis, fake_server: fakeredis.FakeServer) -> Shop:
-    driver = Shop(fake, lambda: fakeredis.FakeAsyncRedis(server=fake_server,
-                                                         decode_responses=True))
+    driver = Shop(fake, lambda: fakeredis.FakeAsyncRedis(server=fake_server, decode_responses=True))
     driver.product("item1", stock=10, price_cents=2400)
     driver.customer("alice", 100_000)
     driver.customer("bob", 100_000)
@@ -52,10 +52,12 @@ def shop(fake: redis.Redis, fake_server: fakeredis.FakeServer) -> Shop:
 
 @pytest.fixture
 def who(shop: Shop, connect) -> dict[str, dict[str, str]]:  # type: ignore[no-untyped-def]
-    return {"operator": bearer(token(connect, "operator")),
-            "alice": bearer(token(connect, "customer", "alice")),
-            "bob": bearer(token(connect, "customer", "bob")),
-            "nobody": {}}
+    return {
+        "operator": bearer(token(connect, "operator")),
+        "alice": bearer(token(connect, "customer", "alice")),
+        "bob": bearer(token(connect, "customer", "bob")),
+        "nobody": {},
+    }
 
 
 @pytest.fixture
@@ -71,23 +73,32 @@ ORDER = {"lines": [{"product_id": "item1", "quantity": 1}]}
 
 
 def test_a_token_is_random_stored_hashed_and_names_its_role_and_customer(
-    shop: Shop, connect, fake: redis.Redis  # type: ignore[no-untyped-def]
+    shop: Shop,
+    connect,
+    fake: redis.Redis,  # type: ignore[no-untyped-def]
 ) -> None:
     text, info = run(tokens.create(connect(), SHOP, "customer", customer_id="alice", name="a1"))
     assert text.startswith("shop_") and len(text) == 5 + 16 + 1 + 43
     assert (info.name, info.role, info.customer_id, info.expires_at) == (
-        "a1", "customer", "alice", None)
-    secret = text[len("shop_") + 17:]  # after the id and its "_"
+        "a1",
+        "customer",
+        "alice",
+        None,
+    )
+    secret = text[len("shop_") + 17 :]  # after the id and its "_"
     everything = str([fake.hgetall(k) if fake.type(k) == "hash" else k for k in fake.keys()])
     assert secret not in everything and tokens.digest(secret) in everything
     assert run(tokens.verify(connect(), SHOP, text)) == tokens.Principal("a1", "customer", "alice")
     # One character off, or nothing like a token: no one.
-    assert run(tokens.verify(connect(), SHOP, text[:-1] + ("A" if text[-1] != "A" else "B"))) is None
+    assert (
+        run(tokens.verify(connect(), SHOP, text[:-1] + ("A" if text[-1] != "A" else "B"))) is None
+    )
     assert run(tokens.verify(connect(), SHOP, "letmein")) is None
 
 
 def test_names_are_unique_customers_must_exist_and_revoking_is_at_once(
-    shop: Shop, connect  # type: ignore[no-untyped-def]
+    shop: Shop,
+    connect,  # type: ignore[no-untyped-def]
 ) -> None:
     text, _ = run(tokens.create(connect(), SHOP, "operator", name="ops"))
     with pytest.raises(tokens.TokenError, match="a token named 'ops' exists"):
@@ -110,13 +121,17 @@ def test_a_token_expires_with_its_ttl(shop: Shop, connect, fake: redis.Redis) ->
     assert 3590 < fake.ttl(keys.token(token_id)) <= 3600  # Redis forgets it then too
     fake.hset(keys.token(token_id), "expires_ms", str(int(time.time() * 1000) - 1))
     assert run(tokens.verify(connect(), SHOP, text)) is None
-    assert [t.name for t in run(tokens.list_tokens(connect(), SHOP))] == ["brief"]  # until Redis drops it
+    assert [t.name for t in run(tokens.list_tokens(connect(), SHOP))] == [
+        "brief"
+    ]  # until Redis drops it
     fake.delete(keys.token(token_id))
     assert run(tokens.list_tokens(connect(), SHOP)) == []  # and the name is forgotten
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200),
-                                               ("90m", 5400), ("45s", 45), ("10", 10)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("45s", 45), ("10", 10)],
+)
 def test_ttls_read_as_people_write_them(text: str, seconds: int) -> None:
     assert tokens.parse_ttl(text) == seconds
 
@@ -139,8 +154,12 @@ ROUTES = [
     ("patch", "/products/item1", {"price_cents": 842081}, {"operator"}),
     ("post", "/products/item1/restock", {"quantity": 5}, {"operator"}),
     ("delete", "/products/item1", None, {"operator"}),
-    ("post", "/customers", {"name": "Rich", "email": "r@x.org", "balance_cents": 10**13},
-     {"operator"}),
+    (
+        "post",
+        "/customers",
+        {"name": "Rich", "email": "r@x.org", "balance_cents": 10**13},
+        {"operator"},
+    ),
     ("get", "/customers", None, {"operator"}),
     ("get", "/customers/alice", None, {"operator", "alice"}),
     ("get", "/customers/bob", None, {"operator"}),
@@ -154,12 +173,18 @@ ROUTES = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "allowed"), ROUTES,
-                         ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "allowed"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES]
+)
 @pytest.mark.parametrize("caller", ["nobody", "operator", "alice"])
 def test_every_route_checks_who_is_calling(
-    api: TestClient, who: dict[str, dict[str, str]], method: str, path: str,
-    body: dict | None, allowed: set[str], caller: str,
+    api: TestClient,
+    who: dict[str, dict[str, str]],
+    method: str,
+    path: str,
+    body: dict | None,
+    allowed: set[str],
+    caller: str,
 ) -> None:
     answer = api.request(method, path, json=body, headers=who[caller])
     if caller in allowed:
@@ -170,7 +195,8 @@ def test_every_route_checks_who_is_calling(
     else:
         assert answer.status_code == 403, answer.text
     assert answer.status_code == 204 or answer.headers["content-type"].startswith(
-        "application/json")
+        "application/json"
+    )
 
 
 def test_a_wrong_token_is_401_invalid_token_and_the_scheme_is_case_insensitive(
@@ -182,8 +208,10 @@ def test_a_wrong_token_is_401_invalid_token_and_the_scheme_is_case_insensitive(
     assert wrong.json() == {"detail": "the token is unknown, revoked or expired"}
     text = who["alice"]["Authorization"].split()[1]
     for scheme in ("bearer", "BEARER", "Bearer"):
-        assert api.get("/me", headers={"Authorization": f"{scheme} {text}"}).json()[
-            "customer_id"] == "alice"
+        assert (
+            api.get("/me", headers={"Authorization": f"{scheme} {text}"}).json()["customer_id"]
+            == "alice"
+        )
     basic = api.get("/me", headers={"Authorization": f"Basic {text}"})
     assert basic.status_code == 401 and "must read 'Bearer <token>'" in basic.text
 
@@ -198,18 +226,20 @@ def test_a_customer_token_acts_as_that_customer_only(
     assert refused.status_code == 403
     assert refused.json() == {"detail": "this token acts for customer 'alice', not 'bob'"}
     assert [o["id"] for o in api.get("/orders", headers=who["alice"]).json()["items"]] == [
-        mine["id"]]
+        mine["id"]
+    ]
     hidden = api.get(f"/orders/{theirs['id']}", headers=who["alice"])
     assert hidden.status_code == 404  # not 403: another's order ids stay private
     assert api.get(f"/orders/{theirs['id']}", headers=who["operator"]).status_code == 200
     assert api.get("/orders", headers=who["operator"]).json()["total"] == 2
-    by_operator = api.post("/orders", json={"customer_id": "bob", **ORDER},
-                           headers=who["operator"])
+    by_operator = api.post("/orders", json={"customer_id": "bob", **ORDER}, headers=who["operator"])
     assert by_operator.status_code == 403 and "customer's own token" in by_operator.text
 
 
 def test_a_revoked_token_is_refused_on_the_next_request(
-    api: TestClient, shop: Shop, connect  # type: ignore[no-untyped-def]
+    api: TestClient,
+    shop: Shop,
+    connect,  # type: ignore[no-untyped-def]
 ) -> None:
     text = token(connect, "operator", name="temp")
     assert api.get("/ops/streams", headers=bearer(text)).status_code == 200
@@ -217,9 +247,7 @@ def test_a_revoked_token_is_refused_on_the_next_request(
     assert api.get("/ops/streams", headers=bearer(text)).status_code == 401
 
 
-def test_idempotency_keys_are_per_customer(
-    api: TestClient, who: dict[str, dict[str, str]]
-) -> None:
+def test_idempotency_keys_are_per_customer(api: TestClient, who: dict[str, dict[str, str]]) -> None:
     key = {"Idempotency-Key": "checkout-1"}
     alices = api.post("/orders", json=ORDER, headers=who["alice"] | key).json()
     bobs = api.post("/orders", json=ORDER, headers=who["bob"] | key)
@@ -231,8 +259,11 @@ def test_customers_are_listed_in_pages_for_operators(
     api: TestClient, who: dict[str, dict[str, str]]
 ) -> None:
     for i in range(3):
-        api.post("/customers", headers=who["operator"], json={
-            "id": f"c{i}", "name": f"C{i}", "email": f"c{i}@x.org"})
+        api.post(
+            "/customers",
+            headers=who["operator"],
+            json={"id": f"c{i}", "name": f"C{i}", "email": f"c{i}@x.org"},
+        )
     page = api.get("/customers", params={"limit": 2}, headers=who["operator"]).json()
     assert [c["id"] for c in page["items"]] == ["alice", "bob"]
     assert (page["total"], page["next_offset"]) == (5, 2)
@@ -290,14 +321,20 @@ def test_auth_cannot_be_turned_off_beyond_loopback(host: str) -> None:
 # -- browsers -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("content_type", "body"), [
-    ("text/plain", b'{"lines": [{"product_id": "item1", "quantity": 1}]}'),
-    ("application/x-www-form-urlencoded", b"lines=item1"),
-    ("multipart/form-data; boundary=x", b"--x--"),
-    (None, b'{"lines": []}'),
-])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain", b'{"lines": [{"product_id": "item1", "quantity": 1}]}'),
+        ("application/x-www-form-urlencoded", b"lines=item1"),
+        ("multipart/form-data; boundary=x", b"--x--"),
+        (None, b'{"lines": []}'),
+    ],
+)
 def test_a_body_that_is_not_json_is_refused_415_before_anything_happens(
-    api: TestClient, who: dict[str, dict[str, str]], shop: Shop, content_type: str | None,
+    api: TestClient,
+    who: dict[str, dict[str, str]],
+    shop: Shop,
+    content_type: str | None,
     body: bytes,
 ) -> None:
     headers = who["alice"] | ({"Content-Type": content_type} if content_type else {})
@@ -313,21 +350,26 @@ def test_a_host_the_api_does_not_answer_for_is_refused(
 ) -> None:
     answer = api.post("/orders", json=ORDER, headers=who["alice"] | {"Host": "evil.example"})
     assert answer.status_code == 400
-    assert answer.json() == {"detail": "Host header 'evil.example' is not a host this API "
-                                       "answers for (API_TRUSTED_HOSTS)"}
+    assert answer.json() == {
+        "detail": "Host header 'evil.example' is not a host this API "
+        "answers for (API_TRUSTED_HOSTS)"
+    }
     assert api.get("/healthz", headers={"Host": "testserver:8000"}).status_code == 200
 
 
-def test_cors_is_closed_unless_an_allow_list_is_set(
-    afake: redis.asyncio.Redis, shop: Shop
-) -> None:
-    preflight = {"Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type"}
+def test_cors_is_closed_unless_an_allow_list_is_set(afake: redis.asyncio.Redis, shop: Shop) -> None:
+    preflight = {
+        "Origin": "https://shop.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
     with TestClient(api_app(afake)) as closed:
         answer = closed.options("/orders", headers=preflight)
         assert "access-control-allow-origin" not in answer.headers
-        assert "access-control-allow-origin" not in closed.get(
-            "/products", headers={"Origin": "https://shop.example"}).headers
+        assert (
+            "access-control-allow-origin"
+            not in closed.get("/products", headers={"Origin": "https://shop.example"}).headers
+        )
     with TestClient(api_app(afake, api_cors_origins="https://shop.example")) as opened:
         answer = opened.options("/products", headers=preflight)
         assert answer.status_code == 200
@@ -346,8 +388,9 @@ def test_a_body_over_the_limit_is_413_whether_declared_or_streamed(
     headers = who["alice"] | {"Content-Type": "application/json"}
     declared = api.post(path, content=b" " * 70_000, headers=headers)
     assert declared.status_code == 413 and declared.headers["connection"] == "close"
-    assert declared.json()["detail"] == ("the body is over 65536 bytes (API_MAX_BODY_BYTES); "
-                                         "it was not read")
+    assert declared.json()["detail"] == (
+        "the body is over 65536 bytes (API_MAX_BODY_BYTES); it was not read"
+    )
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
         for _ in range(100):

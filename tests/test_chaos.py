@@ -80,11 +80,16 @@ class Customers:
         self.base = base
         self.tokens = tokens
         self.bodies = [
-            (f"chaos-{SEED}-{i}", {
-                "customer_id": rng.choice(list(CUSTOMERS)),
-                "lines": [{"product_id": p, "quantity": rng.randint(1, 3)}
-                          for p in rng.sample(list(PRODUCTS), rng.randint(1, 2))],
-            })
+            (
+                f"chaos-{SEED}-{i}",
+                {
+                    "customer_id": rng.choice(list(CUSTOMERS)),
+                    "lines": [
+                        {"product_id": p, "quantity": rng.randint(1, 3)}
+                        for p in rng.sample(list(PRODUCTS), rng.randint(1, 2))
+                    ],
+                },
+            )
             for i in range(ORDERS)
         ]
         self.accepted: dict[str, str] = {}  # key -> order id
@@ -112,8 +117,11 @@ class Customers:
         deadline = time.monotonic() + 60
         while True:
             try:
-                answer = http.post("/orders", json=body, headers={
-                    "Idempotency-Key": key, **self.tokens[body["customer_id"]]})
+                answer = http.post(
+                    "/orders",
+                    json=body,
+                    headers={"Idempotency-Key": key, **self.tokens[body["customer_id"]]},
+                )
                 if answer.status_code == 202:
                     if answer.headers.get("idempotent-replayed"):
                         with self.lock:
@@ -135,8 +143,9 @@ class Customers:
 def redis_cli(port: int, *args: str) -> str:
     cli = find_cli()
     assert cli, "no redis-cli or valkey-cli next to the server binary"
-    return subprocess.run([cli, "-p", str(port), *args], capture_output=True, text=True,
-                          check=True, timeout=10).stdout.strip()
+    return subprocess.run(
+        [cli, "-p", str(port), *args], capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
 
 
 def pending_of(r: redis.Redis, stream: str, group: str, consumer: str) -> int:
@@ -195,9 +204,21 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
     rng = random.Random(SEED)
     redis_port, api_port = free_port(), free_port()
     base = f"http://127.0.0.1:{api_port}"
-    shop = Running(tmp_path, redis_port, api_port, "--no-demo", "--payment-workers", "2",
-                   "--inventory-workers", "2", "--projectors", "2",
-                   "--redis-appendfsync", "always", env=ENV)
+    shop = Running(
+        tmp_path,
+        redis_port,
+        api_port,
+        "--no-demo",
+        "--payment-workers",
+        "2",
+        "--inventory-workers",
+        "2",
+        "--projectors",
+        "2",
+        "--redis-appendfsync",
+        "always",
+        env=ENV,
+    )
     r = redis.Redis(port=redis_port, decode_responses=True, socket_timeout=5)
     started = time.monotonic()
     kills: Counter[str] = Counter()
@@ -207,40 +228,67 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(pid, signal.SIGCONT)
             frozen.remove(pid)
+
     try:
         shop.wait_for("ready: API on")
         with httpx2.Client(base_url=base, timeout=10, headers=shop.auth("operator")) as http:
             for pid, (price, stock) in (PRODUCTS | CAROLS).items():
-                assert http.post("/products", json={"id": pid, "name": pid, "price_cents": price,
-                                                    "stock": stock}).is_success
+                assert http.post(
+                    "/products", json={"id": pid, "name": pid, "price_cents": price, "stock": stock}
+                ).is_success
             for cid, balance in (CUSTOMERS | {"carol": 10_000}).items():
-                assert http.post("/customers", json={"id": cid, "name": cid, "balance_cents":
-                                                     balance, "email": f"{cid}@x.org"}).is_success
+                assert http.post(
+                    "/customers",
+                    json={
+                        "id": cid,
+                        "name": cid,
+                        "balance_cents": balance,
+                        "email": f"{cid}@x.org",
+                    },
+                ).is_success
         connect = lambda: redis.asyncio.Redis(port=redis_port, decode_responses=True)  # noqa: E731
         tokens = {c: bearer(make_token(connect, "customer", c)) for c in [*CUSTOMERS, "carol"]}
         customers = Customers(base, rng, tokens)
-        senders = [threading.Thread(target=customers.send, args=(customers.bodies[i::SENDERS],))
-                   for i in range(SENDERS)]
+        senders = [
+            threading.Thread(target=customers.send, args=(customers.bodies[i::SENDERS],))
+            for i in range(SENDERS)
+        ]
         for sender in senders:
             sender.start()
 
         # Poison, while orders flow.
         redis_cli(redis_port, "XADD", topology.ORDERS_CREATED, "*", "hello", "world")
-        ghost = Envelope.new(topology.SHOP, PaymentCompleted(
-            customer_id="c0", amount_cents=500,
-            lines=[OrderLine(product_id="item3", quantity=1, price_cents=500)]), "ord_ghost")
-        redis_cli(redis_port, "XADD", topology.PAYMENTS_COMPLETED, "*",
-                  *(part for item in ghost.to_fields(topology.SHOP).items() for part in item))
+        ghost = Envelope.new(
+            topology.SHOP,
+            PaymentCompleted(
+                customer_id="c0",
+                amount_cents=500,
+                lines=[OrderLine(product_id="item3", quantity=1, price_cents=500)],
+            ),
+            "ord_ghost",
+        )
+        redis_cli(
+            redis_port,
+            "XADD",
+            topology.PAYMENTS_COMPLETED,
+            "*",
+            *(part for item in ghost.to_fields(topology.SHOP).items() for part in item),
+        )
         r.hset(keys.customer("carol"), keys.BALANCE_FIELD, "broken")
         with httpx2.Client(base_url=base, timeout=10) as http:
-            carol = http.post("/orders", headers=tokens["carol"], json={"lines": [
-                {"product_id": "gift", "quantity": 2}]}).json()["id"]
-        carol_entry = next(i for i, f in r.xrange(topology.ORDERS_CREATED) if f.get("order_id")
-                           == carol)
+            carol = http.post(
+                "/orders",
+                headers=tokens["carol"],
+                json={"lines": [{"product_id": "gift", "quantity": 2}]},
+            ).json()["id"]
+        carol_entry = next(
+            i for i, f in r.xrange(topology.ORDERS_CREATED) if f.get("order_id") == carol
+        )
 
         def deliveries() -> int:
-            rows = r.xpending_range(topology.ORDERS_CREATED, topology.PAYMENT_GROUP, carol_entry,
-                                    carol_entry, 1)
+            rows = r.xpending_range(
+                topology.ORDERS_CREATED, topology.PAYMENT_GROUP, carol_entry, carol_entry, 1
+            )
             return rows[0]["times_delivered"] if rows else 0
 
         def mend_carol() -> None:
@@ -305,25 +353,46 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
         settled = time.monotonic() - started
 
         initial_balance = CUSTOMERS | {"carol": 10_000}
-        counts = invariants.check(r, {p: s for p, (_, s) in (PRODUCTS | CAROLS).items()},
-                                  initial_balance, expect_dead_letters=True)
+        counts = invariants.check(
+            r,
+            {p: s for p, (_, s) in (PRODUCTS | CAROLS).items()},
+            initial_balance,
+            expect_dead_letters=True,
+        )
         # Exactly the orders accepted, each once, whatever the retries.
         assert r.zcard(keys.orders_index()) == ORDERS + 1
-        assert counts.get("failed", 0) == 0, (counts, [
-            (stream, f.get("group"), f.get("order_id"), f.get("reason"))
-            for stream in topology.SHOP.streams for _, f in r.xrange(dead_of(stream))])
+        assert counts.get("failed", 0) == 0, (
+            counts,
+            [
+                (stream, f.get("group"), f.get("order_id"), f.get("reason"))
+                for stream in topology.SHOP.streams
+                for _, f in r.xrange(dead_of(stream))
+            ],
+        )
         # The poison ended where it should.
         junk = [f for _, f in r.xrange(dead_of(topology.ORDERS_CREATED))]
         assert sorted(f["group"] for f in junk) == ["order-status", "payment"]
         assert all(json.loads(f["original"]) == {"hello": "world"} for f in junk)
-        ghosts = {f["group"]: f["reason"] for _, f in r.xrange(dead_of(topology.PAYMENTS_COMPLETED))}
-        assert ghosts == {"inventory": "order does not exist; no stock taken",
-                          "order-status": "order ord_ghost does not exist"}
-        for stream in (topology.PAYMENTS_FAILED, topology.INVENTORY_RESERVED, topology.INVENTORY_REJECTED,
-                       topology.PAYMENTS_REFUNDED):
+        ghosts = {
+            f["group"]: f["reason"] for _, f in r.xrange(dead_of(topology.PAYMENTS_COMPLETED))
+        }
+        assert ghosts == {
+            "inventory": "order does not exist; no stock taken",
+            "order-status": "order ord_ghost does not exist",
+        }
+        for stream in (
+            topology.PAYMENTS_FAILED,
+            topology.INVENTORY_RESERVED,
+            topology.INVENTORY_REJECTED,
+            topology.PAYMENTS_REFUNDED,
+        ):
             assert r.xlen(dead_of(stream)) == 0, f"{stream}.dead"
         assert r.hget(keys.order(carol), "status") == "completed"
-        assert r.get(topology.SHOP.delivery_error(topology.PAYMENT_GROUP, topology.ORDERS_CREATED, carol_entry))
+        assert r.get(
+            topology.SHOP.delivery_error(
+                topology.PAYMENT_GROUP, topology.ORDERS_CREATED, carol_entry
+            )
+        )
         assert int(r.hget(keys.customer("carol"), keys.BALANCE_FIELD)) == 9_000
         # Streams were trimmed as the run went, and hold only recent history.
         info = r.xinfo_stream(topology.ORDERS_CREATED)
@@ -342,13 +411,15 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
     final = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
     killed = ", ".join(f"{name} {n}" for name, n in sorted(kills.items()))
     with capsys.disabled():
-        print(f"\n  chaos (seed {SEED}): {ORDERS + 1} orders accepted over HTTP in {sending:.1f}s "
-              f"({customers.retries} retries with the same key, {customers.unknown} of them "
-              f"after an unknown outcome (504), {customers.replays} answered "
-              f"from an earlier try), {sum(kills.values())} SIGKILLs ({killed}), Redis killed "
-              f"once at order {redis_restarted_at}, payment-1 frozen until a survivor claimed "
-              f"the {stuck_held} message(s) it held, "
-              f"{freezes} more workers frozen for 2.5s, {restarts} "
-              f"restarts by the launcher, {claims} claims by survivors; all final "
-              f"{settled:.1f}s after the start: {final}; poison: 4 dead letters, as planned; "
-              "every invariant holds")
+        print(
+            f"\n  chaos (seed {SEED}): {ORDERS + 1} orders accepted over HTTP in {sending:.1f}s "
+            f"({customers.retries} retries with the same key, {customers.unknown} of them "
+            f"after an unknown outcome (504), {customers.replays} answered "
+            f"from an earlier try), {sum(kills.values())} SIGKILLs ({killed}), Redis killed "
+            f"once at order {redis_restarted_at}, payment-1 frozen until a survivor claimed "
+            f"the {stuck_held} message(s) it held, "
+            f"{freezes} more workers frozen for 2.5s, {restarts} "
+            f"restarts by the launcher, {claims} claims by survivors; all final "
+            f"{settled:.1f}s after the start: {final}; poison: 4 dead letters, as planned; "
+            "every invariant holds"
+        )

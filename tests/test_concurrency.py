@@ -37,12 +37,18 @@ async def place_all(url: str, customers: list[str]) -> list[httpx2.Response]:
     client = connect_async(url)
     transport = httpx2.ASGITransport(app=api_app(client))
     async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        answers = await asyncio.gather(*(
-            http.post("/orders", headers=tokens[customers[i % len(customers)]], json={
-                "lines": [{"product_id": "item2", "quantity": 1}],
-            })
-            for i in range(ORDERS)
-        ))
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    "/orders",
+                    headers=tokens[customers[i % len(customers)]],
+                    json={
+                        "lines": [{"product_id": "item2", "quantity": 1}],
+                    },
+                )
+                for i in range(ORDERS)
+            )
+        )
     await client.aclose()
     return answers
 
@@ -55,10 +61,20 @@ def test_200_orders_at_once_for_50_in_stock(
     for customer in customers:
         real_shop.customer(customer, 1_000_000)
 
-    replicas = {topology.PAYMENT_GROUP: 2, topology.INVENTORY_GROUP: 2, topology.ORDER_STATUS_GROUP: 1}
+    replicas = {
+        topology.PAYMENT_GROUP: 2,
+        topology.INVENTORY_GROUP: 2,
+        topology.ORDER_STATUS_GROUP: 1,
+    }
     consumers = [
-        Consumer(redis.Redis.from_url(redis_server.url, decode_responses=True), topology.SHOP, group,
-                 GROUPS[group], name=f"{group}-{n}", block_ms=50)
+        Consumer(
+            redis.Redis.from_url(redis_server.url, decode_responses=True),
+            topology.SHOP,
+            group,
+            GROUPS[group],
+            name=f"{group}-{n}",
+            block_ms=50,
+        )
         for group, count in replicas.items()
         for n in range(count)
     ]
@@ -82,9 +98,7 @@ def test_200_orders_at_once_for_50_in_stock(
         for thread in threads:
             thread.join(5)
 
-    counts = invariants.check(
-        real_shop.r, {"item2": STOCK}, {c: 1_000_000 for c in customers}
-    )
+    counts = invariants.check(real_shop.r, {"item2": STOCK}, {c: 1_000_000 for c in customers})
     assert counts == {"completed": STOCK, "refunded": ORDERS - STOCK}
     assert real_shop.stock("item2") == 0
     with capsys.disabled():
@@ -107,10 +121,14 @@ def test_racing_requests_with_one_idempotency_key_place_one_order(
         transport = httpx2.ASGITransport(app=api_app(client))
         body = {"lines": [{"product_id": "item2", "quantity": 1}]}
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            answers = await asyncio.gather(*(
-                http.post("/orders", json=body, headers={"Idempotency-Key": "retry-me", **alice})
-                for _ in range(20)
-            ))
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        "/orders", json=body, headers={"Idempotency-Key": "retry-me", **alice}
+                    )
+                    for _ in range(20)
+                )
+            )
         await client.aclose()
         return answers
 

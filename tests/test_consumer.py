@@ -42,7 +42,9 @@ def test_a_restarted_consumer_first_finishes_its_own_pending_entries(real_shop: 
     # The worker read the message and died before handling it:
     real_shop.r.xreadgroup(payment.group, payment.name, {topology.ORDERS_CREATED: ">"})
     assert real_shop.r.xpending(topology.ORDERS_CREATED, payment.group)["pending"] == 1
-    restarted = Consumer(real_shop.r, topology.SHOP, payment.group, GROUPS[payment.group], name=payment.name)
+    restarted = Consumer(
+        real_shop.r, topology.SHOP, payment.group, GROUPS[payment.group], name=payment.name
+    )
     restarted.run(once=True)
     assert real_shop.r.xpending(topology.ORDERS_CREATED, payment.group)["pending"] == 0
     real_shop.settle()
@@ -54,11 +56,15 @@ def test_a_malformed_entry_is_dead_lettered_and_the_worker_goes_on(real_shop: Sh
     real_shop.product("item1", stock=10)
     real_shop.customer("alice", 10_000)
     real_shop.r.xadd(topology.ORDERS_CREATED, {"hello": "world"})
-    real_shop.r.xadd(topology.ORDERS_CREATED, {"type": "order.created", "order_id": "x", "data": "{"})
+    real_shop.r.xadd(
+        topology.ORDERS_CREATED, {"type": "order.created", "order_id": "x", "data": "{"}
+    )
     order = real_shop.order("alice", ("item1", 1))
     real_shop.settle()
     assert real_shop.status(order) == "completed"
-    dead = [d for d in real_shop.events(dead_of(topology.ORDERS_CREATED)) if d["group"] == "payment"]
+    dead = [
+        d for d in real_shop.events(dead_of(topology.ORDERS_CREATED)) if d["group"] == "payment"
+    ]
     assert [d["reason"] for d in dead] == [
         "missing field(s): type, event_id, order_id, occurred_at, causation_id, v, data",
         "missing field(s): event_id, occurred_at, causation_id, v",
@@ -96,8 +102,14 @@ def test_a_handler_that_fails_twice_is_retried_and_succeeds(real_shop: Shop) -> 
     real_shop.customer("alice", 10_000)
     order = real_shop.order("alice", ("item1", 1))
     calls: list[str] = []
-    consumer = Consumer(real_shop.r, topology.SHOP, "flaky", {"order.created": _flaky(2, calls)},
-                        retry_after_s=0.01, max_deliveries=5)
+    consumer = Consumer(
+        real_shop.r,
+        topology.SHOP,
+        "flaky",
+        {"order.created": _flaky(2, calls)},
+        retry_after_s=0.01,
+        max_deliveries=5,
+    )
     consumer.run(once=True)
     assert calls == [order] * 3
     assert real_shop.r.xpending(topology.ORDERS_CREATED, "flaky")["pending"] == 0
@@ -111,8 +123,14 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliveries(
     real_shop.customer("alice", 10_000)
     order = real_shop.order("alice", ("item1", 1))
     calls: list[str] = []
-    consumer = Consumer(real_shop.r, topology.SHOP, "payment", {"order.created": _flaky(99, calls)},
-                        retry_after_s=0.01, max_deliveries=3)
+    consumer = Consumer(
+        real_shop.r,
+        topology.SHOP,
+        "payment",
+        {"order.created": _flaky(99, calls)},
+        retry_after_s=0.01,
+        max_deliveries=3,
+    )
     consumer.run(once=True)
     assert len(calls) == 3
     [dead] = real_shop.events(dead_of(topology.ORDERS_CREATED))
@@ -144,8 +162,13 @@ def test_a_batch_is_read_in_one_round_trip_and_applied_in_one_pipeline(real_shop
     real_shop.customer("alice", 10**9)
     for _ in range(100):
         real_shop.order("alice", ("item1", 1))
-    consumer = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP],
-                        batch_size=100)
+    consumer = Consumer(
+        real_shop.r,
+        topology.SHOP,
+        topology.PAYMENT_GROUP,
+        GROUPS[topology.PAYMENT_GROUP],
+        batch_size=100,
+    )
     consumer.ensure_groups()
     real_shop.r.config_resetstat()
     assert consumer.handle_new() == 100
@@ -158,7 +181,9 @@ def test_a_batch_is_read_in_one_round_trip_and_applied_in_one_pipeline(real_shop
 
 
 def test_stop_finishes_the_loop_and_returns(real: redis.Redis) -> None:
-    consumer = Consumer(real, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP], block_ms=100)
+    consumer = Consumer(
+        real, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP], block_ms=100
+    )
     thread = threading.Thread(target=consumer.run)
     thread.start()
     consumer.stop()
@@ -182,8 +207,13 @@ def test_middleware_wraps_each_message_around_its_commit(real_shop: Shop) -> Non
         yield
         seen.append("inner after")
 
-    Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP],
-             middleware=[outer, inner]).run(once=True)
+    Consumer(
+        real_shop.r,
+        topology.SHOP,
+        topology.PAYMENT_GROUP,
+        GROUPS[topology.PAYMENT_GROUP],
+        middleware=[outer, inner],
+    ).run(once=True)
     assert seen == ["outer before", "inner before", "inner after", "outer after (Apply, charged)"]
 
 
@@ -196,8 +226,13 @@ def test_the_default_middleware_logs_one_line_per_message_with_its_timing(
     real_shop.customer("alice", 10_000)
     order = real_shop.order("alice", ("item1", 1))
     with caplog.at_level("INFO", logger="streams.handled"):
-        Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP],
-                 middleware=middleware.DEFAULT).run(once=True)
+        Consumer(
+            real_shop.r,
+            topology.SHOP,
+            topology.PAYMENT_GROUP,
+            GROUPS[topology.PAYMENT_GROUP],
+            middleware=middleware.DEFAULT,
+        ).run(once=True)
     [record] = caplog.records
     assert record.getMessage() == (
         f"payment      order={order} charged 1000 (Alice 9000 left) → payments.completed"
@@ -213,7 +248,9 @@ def test_messages_that_only_need_acknowledging_share_one_xack(real_shop: Shop) -
     real_shop.customer("alice", 10**6)
     for _ in range(30):
         real_shop.order("alice", ("item1", 1))
-    consumer = Consumer(real_shop.r, topology.SHOP, "noop", {"order.created": lambda _: Ack("seen")})
+    consumer = Consumer(
+        real_shop.r, topology.SHOP, "noop", {"order.created": lambda _: Ack("seen")}
+    )
     consumer.ensure_groups()
     real_shop.r.config_resetstat()
     assert consumer.handle_new() == 80
@@ -230,7 +267,8 @@ def test_execute_all_answers_each_command_in_its_place(real: redis.Redis) -> Non
 
 
 def test_execute_all_drops_a_connection_that_failed_mid_answer(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = redis.Redis.from_url(redis_server.url, decode_responses=True, max_connections=1)
     read = redis.connection.Connection.read_response

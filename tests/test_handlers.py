@@ -65,8 +65,13 @@ def test_short_stock_takes_nothing_and_refunds_the_charge(shop: Shop) -> None:
     assert shop.stock("item1") == 10 and shop.stock("item2") == 2  # all or nothing
     assert shop.balance("alice") == 10_000
     [rejected] = data(shop, topology.INVENTORY_REJECTED)
-    assert rejected == {"customer_id": "alice", "reason": "out_of_stock", "product_id": "item2",
-                        "requested": 3, "available": 2}
+    assert rejected == {
+        "customer_id": "alice",
+        "reason": "out_of_stock",
+        "product_id": "item2",
+        "requested": 3,
+        "available": 2,
+    }
     [refund] = data(shop, topology.PAYMENTS_REFUNDED)
     assert refund["amount_cents"] == 3500
     assert shop.r.hget(keys.order(order), "reason") == (
@@ -102,7 +107,11 @@ def test_a_duplicated_event_changes_nothing_twice(shop: Shop) -> None:
     order = shop.order("alice", ("item1", 1))
     [(_, created)] = shop.r.xrange(topology.ORDERS_CREATED)
     shop.settle()
-    for stream in (topology.ORDERS_CREATED, topology.PAYMENTS_COMPLETED, topology.INVENTORY_RESERVED):
+    for stream in (
+        topology.ORDERS_CREATED,
+        topology.PAYMENTS_COMPLETED,
+        topology.INVENTORY_RESERVED,
+    ):
         [(_, fields)] = shop.r.xrange(stream)
         shop.r.xadd(stream, fields)  # the same event, delivered again
     shop.settle()
@@ -129,12 +138,26 @@ def test_a_refund_happens_at_most_once(shop: Shop) -> None:
 
 
 def test_a_refund_for_an_order_never_charged_is_dead_lettered(shop: Shop) -> None:
-    bogus = Envelope.parse({
-        "type": "inventory.rejected", "event_id": "e1", "order_id": "ord_nope",
-        "occurred_at": "2026-11-21T00:00:00Z", "causation_id": "", "v": "1",
-        "data": json.dumps({"customer_id": "alice", "reason": "out_of_stock",
-                            "product_id": "item1", "requested": 1, "available": 0}),
-    }, topology.SHOP)
+    bogus = Envelope.parse(
+        {
+            "type": "inventory.rejected",
+            "event_id": "e1",
+            "order_id": "ord_nope",
+            "occurred_at": "2026-11-21T00:00:00Z",
+            "causation_id": "",
+            "v": "1",
+            "data": json.dumps(
+                {
+                    "customer_id": "alice",
+                    "reason": "out_of_stock",
+                    "product_id": "item1",
+                    "requested": 1,
+                    "available": 0,
+                }
+            ),
+        },
+        topology.SHOP,
+    )
     shop.customer("alice", 10_000)
     shop.r.xadd(topology.INVENTORY_REJECTED, bogus.to_fields(topology.SHOP))
     shop.settle([topology.PAYMENT_GROUP])
@@ -159,7 +182,9 @@ def test_late_events_never_move_an_order_backwards(shop: Shop) -> None:
     assert shop.status(order) == "completed"
     history = shop.r.hgetall(keys.order_history(order))
     assert sorted(json.loads(h)["type"] for h in history.values()) == [
-        "inventory.reserved", "order.created", "payment.completed",
+        "inventory.reserved",
+        "order.created",
+        "payment.completed",
     ]
     # and the status indexes moved with it
     assert shop.r.zrange(keys.orders_by_status("completed"), 0, -1) == [order]
@@ -169,10 +194,15 @@ def test_late_events_never_move_an_order_backwards(shop: Shop) -> None:
 def test_an_event_for_an_order_that_does_not_exist_is_dead_lettered(shop: Shop) -> None:
     shop.customer("alice", 10_000)
     event = {
-        "type": "payment.failed", "event_id": "e1", "order_id": "ord_ghost",
-        "occurred_at": "2026-11-21T00:00:00Z", "causation_id": "", "v": "1",
-        "data": json.dumps({"customer_id": "alice", "amount_cents": 1,
-                            "reason": "insufficient_funds"}),
+        "type": "payment.failed",
+        "event_id": "e1",
+        "order_id": "ord_ghost",
+        "occurred_at": "2026-11-21T00:00:00Z",
+        "causation_id": "",
+        "v": "1",
+        "data": json.dumps(
+            {"customer_id": "alice", "amount_cents": 1, "reason": "insufficient_funds"}
+        ),
     }
     shop.r.xadd(topology.PAYMENTS_FAILED, event)
     shop.settle([topology.ORDER_STATUS_GROUP])
@@ -206,19 +236,38 @@ def test_money_and_stock_never_move_for_an_order_nobody_accepted(shop: Shop) -> 
     API never created, charges nothing and takes nothing: it is dead-lettered."""
     shop.product("item1", stock=10)
     shop.customer("alice", 10_000)
-    header = {"event_id": "e1", "order_id": "ord_ghost", "occurred_at": "2026-11-21T00:00:00Z",
-              "causation_id": "", "v": "1"}
+    header = {
+        "event_id": "e1",
+        "order_id": "ord_ghost",
+        "occurred_at": "2026-11-21T00:00:00Z",
+        "causation_id": "",
+        "v": "1",
+    }
     line = {"product_id": "item1", "quantity": 1, "price_cents": 1000}
-    shop.r.xadd(topology.ORDERS_CREATED, header | {"type": "order.created", "data": json.dumps(
-        {"customer_id": "alice", "lines": [line], "total_cents": 1000})})
-    shop.r.xadd(topology.PAYMENTS_COMPLETED, header | {"type": "payment.completed", "data": json.dumps(
-        {"customer_id": "alice", "amount_cents": 1000, "lines": [line]})})
+    shop.r.xadd(
+        topology.ORDERS_CREATED,
+        header
+        | {
+            "type": "order.created",
+            "data": json.dumps({"customer_id": "alice", "lines": [line], "total_cents": 1000}),
+        },
+    )
+    shop.r.xadd(
+        topology.PAYMENTS_COMPLETED,
+        header
+        | {
+            "type": "payment.completed",
+            "data": json.dumps({"customer_id": "alice", "amount_cents": 1000, "lines": [line]}),
+        },
+    )
     shop.settle([topology.PAYMENT_GROUP, topology.INVENTORY_GROUP])
     assert shop.balance("alice") == 10_000 and shop.stock("item1") == 10
     [charge] = shop.events(dead_of(topology.ORDERS_CREATED))
     [take] = shop.events(dead_of(topology.PAYMENTS_COMPLETED))
     assert (charge["group"], charge["reason"]) == (
-        "payment", "order does not exist; nothing charged")
+        "payment",
+        "order does not exist; nothing charged",
+    )
     assert (take["group"], take["reason"]) == ("inventory", "order does not exist; no stock taken")
 
 

@@ -31,8 +31,14 @@ def test_a_survivor_claims_what_a_killed_consumer_left_pending(real_shop: Shop) 
     real_shop.customer("alice", 10_000)
     orders = [real_shop.order("alice", ("item1", 1)) for _ in range(3)]
     assert _killed_mid_batch(real_shop, topology.PAYMENT_GROUP) == 3
-    survivor = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP],
-                        name="payment-survivor", claim_idle_ms=200)
+    survivor = Consumer(
+        real_shop.r,
+        topology.SHOP,
+        topology.PAYMENT_GROUP,
+        GROUPS[topology.PAYMENT_GROUP],
+        name="payment-survivor",
+        claim_idle_ms=200,
+    )
     survivor.ensure_groups()
     # Not yet idle long enough: a consumer that is merely slow keeps its messages.
     assert survivor.claim_idle() == 0
@@ -56,8 +62,13 @@ def test_a_claimed_message_that_was_already_handled_changes_nothing(real_shop: S
     real_shop.r.xgroup_setid(topology.ORDERS_CREATED, topology.PAYMENT_GROUP, "0")
     real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "ghost", {topology.ORDERS_CREATED: ">"})
     time.sleep(0.06)
-    survivor = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP],
-                        claim_idle_ms=50)
+    survivor = Consumer(
+        real_shop.r,
+        topology.SHOP,
+        topology.PAYMENT_GROUP,
+        GROUPS[topology.PAYMENT_GROUP],
+        claim_idle_ms=50,
+    )
     survivor.ensure_groups()
     assert survivor.claim_idle() == 1
     assert real_shop.balance("alice") == 9_000
@@ -82,8 +93,14 @@ def test_a_failing_message_is_retried_after_its_backoff_not_before(real_shop: Sh
             raise TimeoutError("gateway timeout")
         return Ack("handled")
 
-    consumer = Consumer(real_shop.r, topology.SHOP, "flaky", {"order.created": flaky},
-                        retry_after_s=0.2, block_ms=20)
+    consumer = Consumer(
+        real_shop.r,
+        topology.SHOP,
+        "flaky",
+        {"order.created": flaky},
+        retry_after_s=0.2,
+        block_ms=20,
+    )
     consumer.ensure_groups()
     deadline = time.monotonic() + 5
     while len(calls) < 3 and time.monotonic() < deadline:
@@ -112,16 +129,30 @@ def test_deliveries_and_the_last_error_survive_the_consumer_that_failed(
     def broken(event: Envelope) -> Ack:
         raise ValueError(f"cannot handle {event.subject}")
 
-    a = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, {"order.created": broken}, name="a",
-                 retry_after_s=0.01, max_deliveries=2)
+    a = Consumer(
+        real_shop.r,
+        topology.SHOP,
+        topology.PAYMENT_GROUP,
+        {"order.created": broken},
+        name="a",
+        retry_after_s=0.01,
+        max_deliveries=2,
+    )
     a.ensure_groups()
     a.handle_new()
     time.sleep(0.02)
     a.retry_due(time.monotonic())
     assert real_shop.r.xlen(dead_of(topology.ORDERS_CREATED)) == 0  # a dies here
     time.sleep(0.06)
-    b = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP], name="b",
-                 claim_idle_ms=50, max_deliveries=2)
+    b = Consumer(
+        real_shop.r,
+        topology.SHOP,
+        topology.PAYMENT_GROUP,
+        GROUPS[topology.PAYMENT_GROUP],
+        name="b",
+        claim_idle_ms=50,
+        max_deliveries=2,
+    )
     b.ensure_groups()
     assert b.claim_idle() == 1
     [dead] = real_shop.events(dead_of(topology.ORDERS_CREATED))
@@ -145,16 +176,32 @@ def test_a_stream_is_never_trimmed_past_an_entry_a_group_has_not_handled(
         real_shop.order("alice", ("item1", 1))
     # The payment group has handled all five; order-status none yet.
     real_shop.settle([topology.PAYMENT_GROUP])
-    Consumer(real_shop.r, topology.SHOP, topology.ORDER_STATUS_GROUP, GROUPS[topology.ORDER_STATUS_GROUP]).ensure_groups()
-    assert retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0) == {topology.ORDERS_CREATED: 0}
+    Consumer(
+        real_shop.r, topology.SHOP, topology.ORDER_STATUS_GROUP, GROUPS[topology.ORDER_STATUS_GROUP]
+    ).ensure_groups()
+    assert retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0) == {
+        topology.ORDERS_CREATED: 0
+    }
     # order-status reads three and dies with them pending: the oldest pending is the limit.
-    real_shop.r.xreadgroup(topology.ORDER_STATUS_GROUP, "dead", {topology.ORDERS_CREATED: ">"}, count=3)
+    real_shop.r.xreadgroup(
+        topology.ORDER_STATUS_GROUP, "dead", {topology.ORDERS_CREATED: ">"}, count=3
+    )
     first_pending = real_shop.r.xrange(topology.ORDERS_CREATED)[0][0]
-    assert retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0)[topology.ORDERS_CREATED] == 0
+    assert (
+        retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0)[
+            topology.ORDERS_CREATED
+        ]
+        == 0
+    )
     assert real_shop.r.xrange(topology.ORDERS_CREATED)[0][0] == first_pending
     real_shop.consumers[topology.ORDER_STATUS_GROUP].claim_idle_ms = 0  # claim the dead one's
     real_shop.settle()
-    assert retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0)[topology.ORDERS_CREATED] == 5
+    assert (
+        retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0)[
+            topology.ORDERS_CREATED
+        ]
+        == 5
+    )
     assert real_shop.r.xlen(topology.ORDERS_CREATED) == 0
 
 
@@ -200,15 +247,25 @@ def test_consumers_long_gone_with_nothing_pending_are_forgotten(real_shop: Shop)
     real_shop.customer("alice", 10_000)
     real_shop.product("item1", stock=10)
     real_shop.order("alice", ("item1", 1))
-    me = Consumer(real_shop.r, topology.SHOP, topology.PAYMENT_GROUP, GROUPS[topology.PAYMENT_GROUP], name="me")
+    me = Consumer(
+        real_shop.r,
+        topology.SHOP,
+        topology.PAYMENT_GROUP,
+        GROUPS[topology.PAYMENT_GROUP],
+        name="me",
+    )
     me.ensure_groups()
-    real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "crashed-holding", {topology.ORDERS_CREATED: ">"})
+    real_shop.r.xreadgroup(
+        topology.PAYMENT_GROUP, "crashed-holding", {topology.ORDERS_CREATED: ">"}
+    )
     real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "crashed-empty", {topology.ORDERS_CREATED: ">"})
     me.handle_new()
     time.sleep(0.1)
     assert me.forget_consumers(after_s=0.05) == ["crashed-empty"]
-    names = {c["name"] for c in real_shop.r.xinfo_consumers(topology.ORDERS_CREATED,
-                                                            topology.PAYMENT_GROUP)}
+    names = {
+        c["name"]
+        for c in real_shop.r.xinfo_consumers(topology.ORDERS_CREATED, topology.PAYMENT_GROUP)
+    }
     # A consumer that holds messages is kept (they are claimed, not dropped).
     assert names == {"crashed-holding", "me"}
     assert me.forget_consumers(after_s=3600) == []

@@ -38,13 +38,17 @@ def test_a_worker_process_stops_on_sigterm_and_exits_0(
     module: str, redis_server: RedisServer, real: redis.Redis
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", module], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=os.environ | {"REDIS_URL": redis_server.url, "WORKER_NAME": "w1"},
+        [sys.executable, "-m", module],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ | {"REDIS_URL": redis_server.url, "WORKER_NAME": "w1"},
     )
     try:
         # It is up once its groups exist.
-        wait_until(lambda: any(
-            real.exists(s) and real.xinfo_groups(s) for s in topology.SHOP.streams))
+        wait_until(
+            lambda: any(real.exists(s) and real.xinfo_groups(s) for s in topology.SHOP.streams)
+        )
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=15)
     finally:
@@ -59,13 +63,20 @@ def test_a_worker_rides_out_a_redis_restart_and_resumes(
 ) -> None:
     server = RedisServer(free_port(), tmp_path, aof=True).start()
     url = server.url
-    shop = Shop(redis.Redis.from_url(url, decode_responses=True),
-                lambda: redis.asyncio.Redis.from_url(url, decode_responses=True))
+    shop = Shop(
+        redis.Redis.from_url(url, decode_responses=True),
+        lambda: redis.asyncio.Redis.from_url(url, decode_responses=True),
+    )
     shop.product("item1", stock=10)
     shop.customer("alice", 10_000)
     consumers = [
-        Consumer(redis.Redis.from_url(url, decode_responses=True, socket_timeout=5), topology.SHOP, group,
-                 handlers, block_ms=100)
+        Consumer(
+            redis.Redis.from_url(url, decode_responses=True, socket_timeout=5),
+            topology.SHOP,
+            group,
+            handlers,
+            block_ms=100,
+        )
         for group, handlers in GROUPS.items()
     ]
     threads = [threading.Thread(target=c.run, daemon=True) for c in consumers]
@@ -99,8 +110,10 @@ def test_a_worker_rides_out_a_redis_restart_and_resumes(
 
 def test_a_worker_waiting_out_an_outage_still_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "payment_worker"], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "payment_worker"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env=os.environ | {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
     )
     try:
@@ -118,14 +131,20 @@ def test_a_worker_waiting_out_an_outage_still_stops_on_sigterm() -> None:
 
 def test_the_api_answers_503_during_an_outage_and_recovers_by_itself(tmp_path: Path) -> None:
     server = RedisServer(free_port(), tmp_path, aof=True).start()
-    shop = Shop(redis.Redis.from_url(server.url, decode_responses=True),
-                lambda: redis.asyncio.Redis.from_url(server.url, decode_responses=True))
+    shop = Shop(
+        redis.Redis.from_url(server.url, decode_responses=True),
+        lambda: redis.asyncio.Redis.from_url(server.url, decode_responses=True),
+    )
     shop.product("item1", stock=10)
     shop.customer("alice", 10_000)
     body = {"lines": [{"product_id": "item1", "quantity": 1}]}
-    alice = bearer(make_token(
-        lambda: redis.asyncio.Redis.from_url(server.url, decode_responses=True), "customer",
-        "alice"))
+    alice = bearer(
+        make_token(
+            lambda: redis.asyncio.Redis.from_url(server.url, decode_responses=True),
+            "customer",
+            "alice",
+        )
+    )
     try:
         with TestClient(api_app(connect_async(server.url)), headers=alice) as api:
             first = api.post("/orders", json=body)
@@ -170,7 +189,8 @@ def test_an_aof_rewrite_runs_at_the_lowest_cpu_priority(tmp_path: Path) -> None:
         assert server.proc is not None  # Redis itself keeps this process's priority
         assert not at_lowest_priority(server.proc.pid)
         assert os.getpriority(os.PRIO_PROCESS, server.proc.pid) == os.getpriority(
-            os.PRIO_PROCESS, 0)
+            os.PRIO_PROCESS, 0
+        )
     finally:
         client.config_set("rdb-key-save-delay", 0)
         client.close()
@@ -187,7 +207,8 @@ def test_maintain_rewrites_the_aof_once_it_doubled_and_lowers_the_child_at_once(
     try:
         # Redis never rewrites by itself: maintain decides.
         assert client.config_get("auto-aof-rewrite-percentage") == {
-            "auto-aof-rewrite-percentage": "0"}
+            "auto-aof-rewrite-percentage": "0"
+        }
         client.set("small", "x")
         assert server.maintain() == [] and persistence(client)["aof_rewrites"] == 0  # < 64 KB
         client.mset({f"k{i}": "v" * 10_000 for i in range(10)})  # ~100 KB of AOF
