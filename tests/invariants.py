@@ -1,4 +1,4 @@
-"""The invariants of DESIGN.md, checked against what is in Redis.
+"""The invariants (docs/architecture.md), checked against what is in Redis.
 
 The books are the workers' own records (``keys.payment``, ``keys.reservation``)
 and the balances and stock they changed; a double effect shows up as a
