@@ -11,6 +11,7 @@ atomic step in one slot. Its status is a projection of the events
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import heapq
 import json
@@ -43,7 +44,9 @@ from streams.topology import Topology
 log = logging.getLogger(__name__)
 
 
-def _create_script(subject: str) -> Script:
+@functools.cache
+def _create(subject: str) -> Script:
+    """The create-order script for an envelope layout, built once."""
     return Script("create_order", lua_publish(subject, 1) + """
 -- Checks the customer, then writes the order, its order.created event, its first
 -- history entry and its indexes: one round trip, all or nothing, in one slot.
@@ -200,16 +203,6 @@ async def place(
         total_cents=total, lines=[LineOut(**line.model_dump()) for line in lines],
         created_at=header.occurred_at, updated_at=header.occurred_at, history=[first],
     ), False
-
-
-_scripts: dict[str, Script] = {}
-
-
-def _create(subject: str) -> Script:
-    """The create-order script for an envelope layout, built once."""
-    if subject not in _scripts:
-        _scripts[subject] = _create_script(subject)
-    return _scripts[subject]
 
 
 async def _prices(via: Any, product_ids: list[str]) -> dict[str, int]:

@@ -88,6 +88,8 @@ class Consumer:
         self.retention_s = retention_s
         self.middleware = tuple(middleware)
         self.streams = self._streams_for(self.handlers)
+        # Each stream as (the stream, its partition's tag), worked out once.
+        self._split = {stream: topology.split(stream) for stream in self.streams}
         # A plain flag, not a threading.Event: stop() runs in signal handlers, and
         # Event.set() there deadlocks if the signal lands while the main thread
         # holds the Event's lock inside wait().
@@ -351,7 +353,8 @@ class Consumer:
                 delivery.event = DeadLetter.parse(delivery.fields, self.topology.subject)
                 handler = self.handlers[DEAD_LETTER_TYPE]
             else:
-                base, tag = self.topology.split(delivery.stream)
+                base, tag = self._split.get(delivery.stream) or self.topology.split(
+                    delivery.stream)
                 delivery.event = event = Envelope.parse(delivery.fields, self.topology, tag)
                 if self.topology.stream_of(event.type) != base:
                     raise MalformedEntry(

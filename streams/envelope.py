@@ -131,8 +131,7 @@ class Envelope:
         return cls(topology.type_of(payload), Header.new(subject, causation_id), payload)
 
     def to_fields(self, topology: Topology) -> dict[str, str]:
-        values = (self.type, *self.header.as_args()[:2], self.header.occurred_at,
-                  self.header.causation_id, self.header.v, self.payload.model_dump_json())
+        values = (self.type, *self.header.as_args(), self.payload.model_dump_json())
         return dict(zip(layout(topology.subject), values, strict=True))
 
     @classmethod

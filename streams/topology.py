@@ -121,11 +121,6 @@ class Topology:
     def dead_streams(self) -> list[str]:
         return [dead(s) for s in self.all_streams()]
 
-    def streams_of(self, group: str) -> list[str]:
-        """The streams (of every partition) a group reads."""
-        return [s + tag for tag in self.tags() for s, groups in self.readers.items()
-                if group in groups]
-
     def groups(self) -> list[str]:
         return list(dict.fromkeys(g for groups in self.readers.values() for g in groups))
 
@@ -138,9 +133,6 @@ class Topology:
     def readers_of(self, stream: str) -> Sequence[str]:
         """The groups that read a stream of any partition."""
         return self.readers.get(self.split(stream)[0], ())
-
-    def dead_stream(self, stream: str) -> str:
-        return dead(stream)
 
     # -- the bus's own keys ------------------------------------------------------
 

@@ -8,6 +8,9 @@ import logging
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import redis
 
 from streams import logs, middleware
 from streams.connection import connect, redacted
@@ -26,10 +29,10 @@ class Registration:
     group: str
     handlers: Mapping[str, Handler]
 
-    def consumer(self, client: object, partitions: int = 1, **options: object) -> Consumer:
+    def consumer(self, client: redis.Redis, partitions: int = 1, **options: Any) -> Consumer:
         """The runner for this worker, with ``partitions`` (options: ``Consumer``'s)."""
-        return Consumer(client, self.topology.with_partitions(partitions),  # type: ignore[arg-type]
-                        self.group, self.handlers, **options)  # type: ignore[arg-type]
+        return Consumer(client, self.topology.with_partitions(partitions), self.group,
+                        self.handlers, **options)
 
 
 def serve(worker: Registration, settings: WorkerSettings) -> int:

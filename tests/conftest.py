@@ -17,6 +17,7 @@ import redis.asyncio
 
 from access import tokens
 from order_api.main import asgi, create_app
+from order_api.models import Customer
 from order_api.settings import ApiSettings
 from shop.topology import SHOP
 from shopctl.redis_server import RedisServer, free_port
@@ -49,6 +50,14 @@ def make_token(connect: Callable[[], redis.asyncio.Redis], role: tokens.Role,
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(autouse=True)
+def one_partition() -> Iterator[None]:
+    """The catalog models are bound to a process's partitions (models.bind); a
+    test at 4 partitions leaves them as every other test expects them: at one."""
+    yield
+    Customer.topology = SHOP
 
 
 @pytest.fixture(scope="session")

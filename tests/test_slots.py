@@ -83,7 +83,7 @@ def test_the_slot_rule_is_redis_clusters() -> None:
     assert [name for name, _ in recorder.spanning()] == ["EVALSHA abc"]
 
 
-def recording(server: fakeredis.FakeServer, recorder: Recorder, cls: type) -> type:
+def recording(recorder: Recorder, cls: type) -> type:
     class Recorded(cls):  # type: ignore[misc, valid-type]
         def execute_command(self, *args: Any, **options: Any) -> Any:
             recorder.script(args)
@@ -96,8 +96,8 @@ def test_no_step_spans_two_slots_at_four_partitions(
     fake_server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = Recorder()
-    sync_cls = recording(fake_server, recorder, fakeredis.FakeRedis)
-    async_cls = recording(fake_server, recorder, fakeredis.FakeAsyncRedis)
+    sync_cls = recording(recorder, fakeredis.FakeRedis)
+    async_cls = recording(recorder, fakeredis.FakeAsyncRedis)
     sync = sync_cls(server=fake_server, decode_responses=True)
     # The runner sends its batches past redis-py's command path (one write):
     # record what it sends there too.
