@@ -15,6 +15,11 @@ Poison on purpose, each checked to end where it should:
 - an order whose charge fails its first deliveries (its customer's balance is
   broken, then mended).
 
+Disasters follow the orders, not the clock: one every ``ORDERS / DISASTERS``
+accepted orders at most, so that a run slowed by its kills is not killed more
+for it (the launcher's restart backoff grows with every quick death).
+
+It runs at one partition and at four, the invariants checked across them.
 ``CHAOS_ORDERS`` and ``CHAOS_SEED`` change the size and the random choices.
 """
 
@@ -39,8 +44,10 @@ import redis.asyncio
 from shop import keys, topology
 from shop.events import OrderLine, PaymentCompleted
 from shop.statuses import FINAL_STATUSES
+from shop.topology import customer_partition
 from shopctl.redis_server import find_cli, free_port
 from streams.envelope import Envelope
+from streams.topology import Topology
 from streams.topology import dead as dead_of
 from tests import invariants
 from tests.conftest import bearer, make_token
@@ -51,6 +58,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 ORDERS = int(os.environ.get("CHAOS_ORDERS", "6000"))
 SEED = int(os.environ.get("CHAOS_SEED", str(time.time_ns() % 1_000_000)))
 SENDERS = 6
+# At most this many disasters (kills, freezes) in a run, spread over its orders.
+DISASTERS = 40
 # Orders flow for at least this long, so that every planned disaster (the
 # freeze at a quarter, Redis killed at half) happens while they do.
 MIN_SENDING_S = 10.0
@@ -153,7 +162,9 @@ def pending_of(r: redis.Redis, stream: str, group: str, consumer: str) -> int:
     return sum(c["pending"] for c in summary["consumers"] or [] if c["name"] == consumer)
 
 
-def freeze_until_claimed(shop: Running, r: redis.Redis, name: str = "payment-1") -> int:
+def freeze_until_claimed(
+    shop: Running, r: redis.Redis, t: Topology, name: str = "payment-1"
+) -> int:
     """Freeze a worker (SIGSTOP) holding a batch it read, until a survivor has
     claimed every message of it; thaw it; return how many it held.
 
@@ -164,12 +175,17 @@ def freeze_until_claimed(shop: Running, r: redis.Redis, name: str = "payment-1")
     while (pid := shop.children.get(name)) is None:
         assert time.monotonic() < deadline, f"{name} is not running"
         time.sleep(0.1)
+    streams = t.partitioned(topology.ORDERS_CREATED)
+
+    def holding() -> int:
+        return sum(pending_of(r, stream, topology.PAYMENT_GROUP, name) for stream in streams)
+
     os.kill(pid, signal.SIGSTOP)
     try:
-        while not (held := pending_of(r, topology.ORDERS_CREATED, topology.PAYMENT_GROUP, name)):
-            r.xreadgroup(topology.PAYMENT_GROUP, name, {topology.ORDERS_CREATED: ">"}, count=5)
+        while not (held := holding()):
+            r.xreadgroup(topology.PAYMENT_GROUP, name, dict.fromkeys(streams, ">"), count=5)
             assert time.monotonic() < deadline, "no orders to read"
-        while pending_of(r, topology.ORDERS_CREATED, topology.PAYMENT_GROUP, name):
+        while holding():
             assert time.monotonic() < deadline, f"nobody claimed what {name} held"
             time.sleep(0.05)
         return held
@@ -177,16 +193,18 @@ def freeze_until_claimed(shop: Running, r: redis.Redis, name: str = "payment-1")
         os.kill(pid, signal.SIGCONT)
 
 
-def wait_for_quiet(r: redis.Redis, order_ids: list[str], timeout_s: float = 120) -> None:
+def wait_for_quiet(
+    r: redis.Redis, t: Topology, order_ids: list[str], timeout_s: float = 120
+) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             with r.pipeline(transaction=False) as pipe:
                 for order_id in order_ids:
-                    pipe.hget(keys.order(order_id), "status")
+                    pipe.hget(keys.order(order_id, t.tag_of(order_id)), "status")
                 final = all(s in FINAL_STATUSES for s in pipe.execute())
             busy = 0
-            for stream in (*topology.SHOP.streams, *map(dead_of, topology.SHOP.streams)):
+            for stream in (*t.all_streams(), *t.dead_streams()):
                 last = r.xinfo_stream(stream)["last-generated-id"] if r.exists(stream) else None
                 for group in r.xinfo_groups(stream) if last else []:
                     busy += group["pending"] + (group["last-delivered-id"] != last)
@@ -198,10 +216,12 @@ def wait_for_quiet(r: redis.Redis, order_ids: list[str], timeout_s: float = 120)
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("partitions", [1, 4])
 def test_kill_anything_at_any_moment_and_the_books_still_balance(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], partitions: int
 ) -> None:
     rng = random.Random(SEED)
+    t = topology.SHOP.with_partitions(partitions)
     redis_port, api_port = free_port(), free_port()
     base = f"http://127.0.0.1:{api_port}"
     shop = Running(
@@ -217,6 +237,8 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
         "2",
         "--redis-appendfsync",
         "always",
+        "--partitions",
+        str(partitions),
         env=ENV,
     )
     r = redis.Redis(port=redis_port, decode_responses=True, socket_timeout=5)
@@ -247,7 +269,10 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
                     },
                 ).is_success
         connect = lambda: redis.asyncio.Redis(port=redis_port, decode_responses=True)  # noqa: E731
-        tokens = {c: bearer(make_token(connect, "customer", c)) for c in [*CUSTOMERS, "carol"]}
+        tokens = {
+            c: bearer(make_token(connect, "customer", c, partitions=partitions))
+            for c in [*CUSTOMERS, "carol"]
+        }
         customers = Customers(base, rng, tokens)
         senders = [
             threading.Thread(target=customers.send, args=(customers.bodies[i::SENDERS],))
@@ -257,9 +282,10 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
             sender.start()
 
         # Poison, while orders flow.
-        redis_cli(redis_port, "XADD", topology.ORDERS_CREATED, "*", "hello", "world")
+        junk_stream = t.stream(topology.ORDERS_CREATED, t.tag(partitions - 1))
+        redis_cli(redis_port, "XADD", junk_stream, "*", "hello", "world")
         ghost = Envelope.new(
-            topology.SHOP,
+            t,
             PaymentCompleted(
                 customer_id="c0",
                 amount_cents=500,
@@ -267,27 +293,28 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
             ),
             "ord_ghost",
         )
+        ghost_stream = t.stream(topology.PAYMENTS_COMPLETED, t.tag_of("ord_ghost"))
         redis_cli(
             redis_port,
             "XADD",
-            topology.PAYMENTS_COMPLETED,
+            ghost_stream,
             "*",
-            *(part for item in ghost.to_fields(topology.SHOP).items() for part in item),
+            *(part for item in ghost.to_fields(t).items() for part in item),
         )
-        r.hset(keys.customer("carol"), keys.BALANCE_FIELD, "broken")
+        carol_key = keys.customer("carol", t.tag(customer_partition("carol", partitions)))
+        r.hset(carol_key, keys.BALANCE_FIELD, "broken")
         with httpx2.Client(base_url=base, timeout=10) as http:
             carol = http.post(
                 "/orders",
                 headers=tokens["carol"],
                 json={"lines": [{"product_id": "gift", "quantity": 2}]},
             ).json()["id"]
-        carol_entry = next(
-            i for i, f in r.xrange(topology.ORDERS_CREATED) if f.get("order_id") == carol
-        )
+        carol_stream = t.stream(topology.ORDERS_CREATED, t.tag_of(carol))
+        carol_entry = next(i for i, f in r.xrange(carol_stream) if f.get("order_id") == carol)
 
         def deliveries() -> int:
             rows = r.xpending_range(
-                topology.ORDERS_CREATED, topology.PAYMENT_GROUP, carol_entry, carol_entry, 1
+                carol_stream, topology.PAYMENT_GROUP, carol_entry, carol_entry, 1
             )
             return rows[0]["times_delivered"] if rows else 0
 
@@ -303,7 +330,7 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
                     delivered = seen  # Redis is coming back
                 if delivered >= 2:
                     with contextlib.suppress(redis.ConnectionError):
-                        r.hset(keys.customer("carol"), keys.BALANCE_FIELD, 10_000)
+                        r.hset(carol_key, keys.BALANCE_FIELD, 10_000)
                         return
                 if seen and not delivered:
                     return  # no longer pending without us: the checks below will say why
@@ -315,11 +342,15 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
         redis_restarted_at = None
         freezes = 0
         stuck_held = 0
+        disaster_at = 0  # accepted orders when the last disaster happened
         while any(s.is_alive() for s in senders):
             time.sleep(rng.uniform(0.1, 0.4))
+            if len(customers.accepted) < disaster_at + ORDERS // DISASTERS:
+                continue
+            disaster_at = len(customers.accepted)
             try:
                 if not stuck_held and len(customers.accepted) > ORDERS // 4:
-                    stuck_held = freeze_until_claimed(shop, r)
+                    stuck_held = freeze_until_claimed(shop, r, t)
                     continue
                 if redis_restarted_at is None and len(customers.accepted) > ORDERS // 2:
                     os.kill(shop.children["redis"], signal.SIGKILL)
@@ -349,7 +380,7 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
         assert len(customers.accepted) == ORDERS
         order_ids = [*customers.accepted.values(), carol]
         assert len(set(order_ids)) == ORDERS + 1, "one key gave two orders"
-        wait_for_quiet(r, order_ids)
+        wait_for_quiet(r, t, order_ids)
         settled = time.monotonic() - started
 
         initial_balance = CUSTOMERS | {"carol": 10_000}
@@ -358,45 +389,37 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
             {p: s for p, (_, s) in (PRODUCTS | CAROLS).items()},
             initial_balance,
             expect_dead_letters=True,
+            partitions=partitions,
         )
         # Exactly the orders accepted, each once, whatever the retries.
-        assert r.zcard(keys.orders_index()) == ORDERS + 1
+        assert sum(r.zcard(keys.orders_index(tag)) for tag in t.tags()) == ORDERS + 1
         assert counts.get("failed", 0) == 0, (
             counts,
             [
                 (stream, f.get("group"), f.get("order_id"), f.get("reason"))
-                for stream in topology.SHOP.streams
-                for _, f in r.xrange(dead_of(stream))
+                for stream in t.dead_streams()
+                for _, f in r.xrange(stream)
             ],
         )
         # The poison ended where it should.
-        junk = [f for _, f in r.xrange(dead_of(topology.ORDERS_CREATED))]
+        junk = [f for _, f in r.xrange(dead_of(junk_stream))]
         assert sorted(f["group"] for f in junk) == ["order-status", "payment"]
         assert all(json.loads(f["original"]) == {"hello": "world"} for f in junk)
-        ghosts = {
-            f["group"]: f["reason"] for _, f in r.xrange(dead_of(topology.PAYMENTS_COMPLETED))
-        }
+        ghosts = {f["group"]: f["reason"] for _, f in r.xrange(dead_of(ghost_stream))}
         assert ghosts == {
             "inventory": "order does not exist; no stock taken",
             "order-status": "order ord_ghost does not exist",
         }
-        for stream in (
-            topology.PAYMENTS_FAILED,
-            topology.INVENTORY_RESERVED,
-            topology.INVENTORY_REJECTED,
-            topology.PAYMENTS_REFUNDED,
-        ):
-            assert r.xlen(dead_of(stream)) == 0, f"{stream}.dead"
-        assert r.hget(keys.order(carol), "status") == "completed"
-        assert r.get(
-            topology.SHOP.delivery_error(
-                topology.PAYMENT_GROUP, topology.ORDERS_CREATED, carol_entry
-            )
-        )
-        assert int(r.hget(keys.customer("carol"), keys.BALANCE_FIELD)) == 9_000
+        for stream in t.dead_streams():
+            if stream not in (dead_of(junk_stream), dead_of(ghost_stream)):
+                assert r.xlen(stream) == 0, stream
+        assert r.hget(keys.order(carol, t.tag_of(carol)), "status") == "completed"
+        assert r.get(t.delivery_error(topology.PAYMENT_GROUP, carol_stream, carol_entry))
+        assert int(r.hget(carol_key, keys.BALANCE_FIELD)) == 9_000
         # Streams were trimmed as the run went, and hold only recent history.
-        info = r.xinfo_stream(topology.ORDERS_CREATED)
-        assert info["length"] < info["entries-added"]
+        for stream in t.partitioned(topology.ORDERS_CREATED):
+            info = r.xinfo_stream(stream)
+            assert info["length"] < info["entries-added"], stream
         assert redis_restarted_at is not None and stuck_held
     finally:
         for pid in list(frozen):
@@ -412,7 +435,8 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
     killed = ", ".join(f"{name} {n}" for name, n in sorted(kills.items()))
     with capsys.disabled():
         print(
-            f"\n  chaos (seed {SEED}): {ORDERS + 1} orders accepted over HTTP in {sending:.1f}s "
+            f"\n  chaos (seed {SEED}, {partitions} partition(s)): {ORDERS + 1} orders accepted "
+            f"over HTTP in {sending:.1f}s "
             f"({customers.retries} retries with the same key, {customers.unknown} of them "
             f"after an unknown outcome (504), {customers.replays} answered "
             f"from an earlier try), {sum(kills.values())} SIGKILLs ({killed}), Redis killed "
