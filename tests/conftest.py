@@ -93,16 +93,25 @@ def afake(fake_server: fakeredis.FakeServer) -> redis.asyncio.Redis:
     return fakeredis.FakeAsyncRedis(server=fake_server, decode_responses=True)
 
 
+# The integration tests run at one partition (stream and key names as they
+# are on a single server) and at four (every name tagged).
+PARTITIONS = [pytest.param(1, id="1p"), pytest.param(4, id="4p")]
+
+
 @pytest.fixture(
     params=[
-        pytest.param("fakeredis", marks=pytest.mark.unit),
-        pytest.param("real", marks=pytest.mark.integration),
+        pytest.param(("fakeredis", 1), marks=pytest.mark.unit, id="fakeredis"),
+        pytest.param(("real", 1), marks=pytest.mark.integration, id="real-1p"),
+        pytest.param(("real", 4), marks=pytest.mark.integration, id="real-4p"),
     ]
 )
 def shop(request: pytest.FixtureRequest) -> Shop:
-    """The saga's driver, on fakeredis and again on the real server."""
-    if request.param == "real":
-        return request.getfixturevalue("real_shop")
+    """The saga's driver, on fakeredis and again on the real server, at one
+    partition and at four."""
+    where, partitions = request.param
+    if where == "real":
+        real, server = request.getfixturevalue("real"), request.getfixturevalue("redis_server")
+        return real_shop_of(real, server, partitions)
     server = request.getfixturevalue("fake_server")
     return Shop(
         request.getfixturevalue("fake"),
@@ -110,6 +119,15 @@ def shop(request: pytest.FixtureRequest) -> Shop:
     )
 
 
-@pytest.fixture
-def real_shop(real: redis.Redis, redis_server: RedisServer) -> Shop:
-    return Shop(real, lambda: redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True))
+def real_shop_of(real: redis.Redis, server: RedisServer, partitions: int) -> Shop:
+    return Shop(
+        real,
+        lambda: redis.asyncio.Redis.from_url(server.url, decode_responses=True),
+        partitions,
+    )
+
+
+@pytest.fixture(params=PARTITIONS)
+def real_shop(real: redis.Redis, redis_server: RedisServer, request: pytest.FixtureRequest) -> Shop:
+    """The saga's driver on the real server, at one partition and at four."""
+    return real_shop_of(real, redis_server, request.param)

@@ -54,6 +54,48 @@ class Shop:
         """Every partition's stream of ``stream``."""
         return self.topology.partitioned(stream)
 
+    def stream_of(self, stream: str, order_id: str) -> str:
+        """The partition's stream of ``stream`` an order's events go to."""
+        return self.topology.stream(stream, self.order_tag(order_id))
+
+    def customer_stream(self, stream: str, customer: str) -> str:
+        """The partition's stream of ``stream`` a customer's orders' events go to."""
+        return self.topology.stream(stream, self.tag(customer))
+
+    def add(self, stream: str, fields: dict[str, str]) -> str:
+        """XADD ``fields`` to the partition's stream of their order; return that stream."""
+        name = self.stream_of(stream, fields["order_id"])
+        self.r.xadd(name, fields)
+        return name
+
+    def entries(self, stream: str) -> list[tuple[str, str, dict[str, str]]]:
+        """(partition's stream, entry id, fields) of every partition's ``stream``,
+        oldest first."""
+        found = [(name, i, f) for name in self.streams(stream) for i, f in self.r.xrange(name)]
+        return sorted(found, key=lambda e: entry_order(e[1]))
+
+    def pending(self, stream: str, group: str) -> int:
+        """Entries of every partition's ``stream`` that ``group`` read and has not acknowledged."""
+        return sum(
+            self.r.xpending(name, group)["pending"]
+            for name in self.streams(stream)
+            if self.r.exists(name)
+        )
+
+    def order_key(self, order_id: str) -> str:
+        return keys.order(order_id, self.order_tag(order_id))
+
+    def history_key(self, order_id: str) -> str:
+        return keys.order_history(order_id, self.order_tag(order_id))
+
+    def customer_key(self, customer: str) -> str:
+        return keys.customer(customer, self.tag(customer))
+
+    def by_status(self, status: str) -> list[str]:
+        """The orders of one status, of every partition."""
+        return [o for tag in self.topology.tags()
+                for o in self.r.zrange(keys.orders_by_status(status, tag), 0, -1)]
+
     def product(self, pk: str, stock: int, price_cents: int = 1000) -> None:
         record = Product(pk=pk, name=pk.title(), price_cents=price_cents, stock=stock)
         self.r.hset(keys.product(pk), mapping=to_fields(record))
@@ -61,7 +103,7 @@ class Shop:
     def customer(self, pk: str, balance_cents: int) -> None:
         record = Customer(pk=pk, name=pk.title(), email=f"{pk}@example.com",
                           balance_cents=balance_cents)
-        self.r.hset(keys.customer(pk, self.tag(pk)), mapping=to_fields(record))
+        self.r.hset(self.customer_key(pk), mapping=to_fields(record))
 
     def order(self, customer: str, *lines: tuple[str, int]) -> str:
         """Place an order through the API's own code; return its id."""
@@ -100,10 +142,10 @@ class Shop:
         return total
 
     def status(self, order_id: str) -> str:
-        return self.r.hget(keys.order(order_id, self.order_tag(order_id)), "status")
+        return self.r.hget(self.order_key(order_id), "status")
 
     def balance(self, customer: str) -> int:
-        return int(self.r.hget(keys.customer(customer, self.tag(customer)), keys.BALANCE_FIELD))
+        return int(self.r.hget(self.customer_key(customer), keys.BALANCE_FIELD))
 
     def stock(self, product: str) -> int:
         return int(self.r.hget(keys.product(product), keys.STOCK_FIELD))

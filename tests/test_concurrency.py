@@ -17,25 +17,26 @@ from shop import keys, topology
 from shop.statuses import FINAL_STATUSES
 from shopctl.redis_server import RedisServer
 from streams.connection import connect_async
-from streams.consumer import Consumer
 from tests import invariants
 from tests.conftest import api_app, bearer, make_token
-from tests.shop import GROUPS, Shop, statuses
+from tests.shop import WORKERS, Shop, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 ORDERS, STOCK, CUSTOMERS = 200, 50, 20
 
 
-def tokens_of(url: str, customers: list[str]) -> dict[str, dict[str, str]]:
+def tokens_of(url: str, customers: list[str], partitions: int) -> dict[str, dict[str, str]]:
     connect = lambda: redis.asyncio.Redis.from_url(url, decode_responses=True)  # noqa: E731
-    return {c: bearer(make_token(connect, "customer", c)) for c in customers}
+    return {
+        c: bearer(make_token(connect, "customer", c, partitions=partitions)) for c in customers
+    }
 
 
-async def place_all(url: str, customers: list[str]) -> list[httpx2.Response]:
-    tokens = await asyncio.to_thread(tokens_of, url, customers)
+async def place_all(url: str, customers: list[str], partitions: int) -> list[httpx2.Response]:
+    tokens = await asyncio.to_thread(tokens_of, url, customers, partitions)
     client = connect_async(url)
-    transport = httpx2.ASGITransport(app=api_app(client))
+    transport = httpx2.ASGITransport(app=api_app(client, partitions=partitions))
     async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
         answers = await asyncio.gather(
             *(
@@ -66,12 +67,11 @@ def test_200_orders_at_once_for_50_in_stock(
         topology.INVENTORY_GROUP: 2,
         topology.ORDER_STATUS_GROUP: 1,
     }
+    partitions = real_shop.topology.partitions
     consumers = [
-        Consumer(
+        WORKERS[group].consumer(
             redis.Redis.from_url(redis_server.url, decode_responses=True),
-            topology.SHOP,
-            group,
-            GROUPS[group],
+            partitions,
             name=f"{group}-{n}",
             block_ms=50,
         )
@@ -83,12 +83,12 @@ def test_200_orders_at_once_for_50_in_stock(
         thread.start()
     started = time.perf_counter()
     try:
-        answers = asyncio.run(place_all(redis_server.url, customers))
+        answers = asyncio.run(place_all(redis_server.url, customers, partitions))
         accepted = time.perf_counter() - started
         assert [a.status_code for a in answers] == [202] * ORDERS
         ids = [a.json()["id"] for a in answers]
         deadline = time.monotonic() + 60
-        while not all(s in FINAL_STATUSES for s in statuses(real_shop.r, ids)):
+        while not all(s in FINAL_STATUSES for s in statuses(real_shop.r, ids, partitions)):
             assert time.monotonic() < deadline, "orders did not settle"
             time.sleep(0.01)
         settled = time.perf_counter() - started
@@ -98,12 +98,15 @@ def test_200_orders_at_once_for_50_in_stock(
         for thread in threads:
             thread.join(5)
 
-    counts = invariants.check(real_shop.r, {"item2": STOCK}, {c: 1_000_000 for c in customers})
+    counts = invariants.check(
+        real_shop.r, {"item2": STOCK}, dict.fromkeys(customers, 1_000_000), partitions=partitions
+    )
     assert counts == {"completed": STOCK, "refunded": ORDERS - STOCK}
     assert real_shop.stock("item2") == 0
     with capsys.disabled():
         print(
-            f"\n  concurrency: {ORDERS} orders accepted in {accepted:.2f}s, all final in "
+            f"\n  concurrency ({partitions} partition(s)): {ORDERS} orders accepted in "
+            f"{accepted:.2f}s, all final in "
             f"{settled:.2f}s ({ORDERS / settled:.0f} orders/s settled, 2+2+1 consumers in threads)"
         )
 
@@ -114,11 +117,12 @@ def test_racing_requests_with_one_idempotency_key_place_one_order(
     real_shop.product("item2", stock=STOCK, price_cents=1200)
     real_shop.customer("alice", 1_000_000)
 
-    alice = tokens_of(redis_server.url, ["alice"])["alice"]
+    partitions = real_shop.topology.partitions
+    alice = tokens_of(redis_server.url, ["alice"], partitions)["alice"]
 
     async def race() -> list[httpx2.Response]:
         client = connect_async(redis_server.url)
-        transport = httpx2.ASGITransport(app=api_app(client))
+        transport = httpx2.ASGITransport(app=api_app(client, partitions=partitions))
         body = {"lines": [{"product_id": "item2", "quantity": 1}]}
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
             answers = await asyncio.gather(
@@ -136,5 +140,5 @@ def test_racing_requests_with_one_idempotency_key_place_one_order(
     assert {a.status_code for a in answers} == {202}
     assert len({a.json()["id"] for a in answers}) == 1
     assert sum(a.headers.get("idempotent-replayed") == "true" for a in answers) == 19
-    assert real_shop.r.zcard(keys.orders_index()) == 1
-    assert real_shop.r.xlen(topology.ORDERS_CREATED) == 1
+    assert sum(real_shop.r.zcard(keys.orders_index(t)) for t in real_shop.topology.tags()) == 1
+    assert len(real_shop.events(topology.ORDERS_CREATED)) == 1

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from shop import keys, topology
+from shop import topology
 from shopctl.redis_server import RedisServer
 from streams.connection import execute_all
 from streams.consumer import Consumer
@@ -28,7 +28,8 @@ def test_orders_placed_before_any_worker_started_are_handled(real_shop: Shop) ->
     real_shop.customer("alice", 10_000)
     early = [real_shop.order("alice", ("item1", 1)) for _ in range(3)]
     # The groups do not exist yet: they are created from the start of the stream.
-    assert real_shop.r.xinfo_groups(topology.ORDERS_CREATED) == []
+    streams = [s for s in real_shop.streams(topology.ORDERS_CREATED) if real_shop.r.exists(s)]
+    assert streams and all(real_shop.r.xinfo_groups(stream) == [] for stream in streams)
     real_shop.settle()
     assert [real_shop.status(o) for o in early] == ["completed"] * 3
 
@@ -40,13 +41,14 @@ def test_a_restarted_consumer_first_finishes_its_own_pending_entries(real_shop: 
     payment = real_shop.consumers[topology.PAYMENT_GROUP]
     payment.ensure_groups()
     # The worker read the message and died before handling it:
-    real_shop.r.xreadgroup(payment.group, payment.name, {topology.ORDERS_CREATED: ">"})
-    assert real_shop.r.xpending(topology.ORDERS_CREATED, payment.group)["pending"] == 1
+    stream = real_shop.stream_of(topology.ORDERS_CREATED, order)
+    real_shop.r.xreadgroup(payment.group, payment.name, {stream: ">"})
+    assert real_shop.pending(topology.ORDERS_CREATED, payment.group) == 1
     restarted = Consumer(
-        real_shop.r, topology.SHOP, payment.group, GROUPS[payment.group], name=payment.name
+        real_shop.r, real_shop.topology, payment.group, GROUPS[payment.group], name=payment.name
     )
     restarted.run(once=True)
-    assert real_shop.r.xpending(topology.ORDERS_CREATED, payment.group)["pending"] == 0
+    assert real_shop.pending(topology.ORDERS_CREATED, payment.group) == 0
     real_shop.settle()
     assert real_shop.status(order) == "completed"
     assert real_shop.balance("alice") == 9_000
@@ -55,10 +57,12 @@ def test_a_restarted_consumer_first_finishes_its_own_pending_entries(real_shop: 
 def test_a_malformed_entry_is_dead_lettered_and_the_worker_goes_on(real_shop: Shop) -> None:
     real_shop.product("item1", stock=10)
     real_shop.customer("alice", 10_000)
-    real_shop.r.xadd(topology.ORDERS_CREATED, {"hello": "world"})
-    real_shop.r.xadd(
-        topology.ORDERS_CREATED, {"type": "order.created", "order_id": "x", "data": "{"}
+    # Junk, in the last partition's stream: it names no order.
+    junk = real_shop.topology.stream(
+        topology.ORDERS_CREATED, real_shop.topology.tag(real_shop.topology.partitions - 1)
     )
+    real_shop.r.xadd(junk, {"hello": "world"})
+    real_shop.r.xadd(junk, {"type": "order.created", "order_id": "x", "data": "{"})
     order = real_shop.order("alice", ("item1", 1))
     real_shop.settle()
     assert real_shop.status(order) == "completed"
@@ -70,7 +74,7 @@ def test_a_malformed_entry_is_dead_lettered_and_the_worker_goes_on(real_shop: Sh
         "missing field(s): event_id, occurred_at, causation_id, v",
     ]
     assert json.loads(dead[0]["original"]) == {"hello": "world"}
-    assert dead[0]["stream"] == topology.ORDERS_CREATED and dead[0]["deliveries"] == "1"
+    assert dead[0]["stream"] == junk and dead[0]["deliveries"] == "1"
 
 
 def test_an_event_on_the_wrong_stream_is_dead_lettered(real_shop: Shop) -> None:
@@ -78,12 +82,12 @@ def test_an_event_on_the_wrong_stream_is_dead_lettered(real_shop: Shop) -> None:
     real_shop.customer("alice", 10_000)
     real_shop.order("alice", ("item1", 1))
     real_shop.settle()
-    [(_, paid)] = real_shop.r.xrange(topology.PAYMENTS_COMPLETED)
-    real_shop.r.xadd(topology.ORDERS_CREATED, paid)
+    [paid] = real_shop.events(topology.PAYMENTS_COMPLETED)
+    stream = real_shop.add(topology.ORDERS_CREATED, paid)
     real_shop.settle([topology.PAYMENT_GROUP])
     [dead] = real_shop.events(dead_of(topology.ORDERS_CREATED))
     assert dead["reason"] == (
-        "event type 'payment.completed' does not belong on stream 'orders.created'"
+        f"event type 'payment.completed' does not belong on stream '{stream}'"
     )
 
 
@@ -104,7 +108,7 @@ def test_a_handler_that_fails_twice_is_retried_and_succeeds(real_shop: Shop) -> 
     calls: list[str] = []
     consumer = Consumer(
         real_shop.r,
-        topology.SHOP,
+        real_shop.topology,
         "flaky",
         {"order.created": _flaky(2, calls)},
         retry_after_s=0.01,
@@ -112,8 +116,8 @@ def test_a_handler_that_fails_twice_is_retried_and_succeeds(real_shop: Shop) -> 
     )
     consumer.run(once=True)
     assert calls == [order] * 3
-    assert real_shop.r.xpending(topology.ORDERS_CREATED, "flaky")["pending"] == 0
-    assert real_shop.r.xlen(dead_of(topology.ORDERS_CREATED)) == 0
+    assert real_shop.pending(topology.ORDERS_CREATED, "flaky") == 0
+    assert real_shop.events(dead_of(topology.ORDERS_CREATED)) == []
 
 
 def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliveries(
@@ -125,7 +129,7 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliveries(
     calls: list[str] = []
     consumer = Consumer(
         real_shop.r,
-        topology.SHOP,
+        real_shop.topology,
         "payment",
         {"order.created": _flaky(99, calls)},
         retry_after_s=0.01,
@@ -139,11 +143,12 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliveries(
     assert dead["reason"] == (
         "gave up after 3 deliveries; last error: ConnectionResetError: payment gateway timeout #3"
     )
-    assert real_shop.r.xpending(topology.ORDERS_CREATED, "payment")["pending"] == 0
+    assert real_shop.pending(topology.ORDERS_CREATED, "payment") == 0
     # The projector sees the dead letter: the order shows failed, naming the stage.
     real_shop.settle([topology.ORDER_STATUS_GROUP])
     assert real_shop.status(order) == "failed"
-    assert real_shop.r.hget(keys.order(order), "reason").startswith("payment stage: gave up")
+    reason = real_shop.r.hget(real_shop.order_key(order), "reason")
+    assert reason.startswith("payment stage: gave up")
 
 
 def test_steps_survive_the_server_losing_its_script_cache(real_shop: Shop) -> None:
@@ -164,7 +169,7 @@ def test_a_batch_is_read_in_one_round_trip_and_applied_in_one_pipeline(real_shop
         real_shop.order("alice", ("item1", 1))
     consumer = Consumer(
         real_shop.r,
-        topology.SHOP,
+        real_shop.topology,
         topology.PAYMENT_GROUP,
         GROUPS[topology.PAYMENT_GROUP],
         batch_size=100,
@@ -173,11 +178,11 @@ def test_a_batch_is_read_in_one_round_trip_and_applied_in_one_pipeline(real_shop
     real_shop.r.config_resetstat()
     assert consumer.handle_new() == 100
     stats = real_shop.r.info("commandstats")
-    assert stats["cmdstat_xreadgroup"]["calls"] == 1
+    assert stats["cmdstat_xreadgroup"]["calls"] == 1  # every partition's stream in one read
     assert stats["cmdstat_evalsha"]["calls"] == 100
     # 100 charges and 100 acknowledgements, all inside the scripts
     assert stats["cmdstat_xack"]["calls"] == 100
-    assert real_shop.r.xpending(topology.ORDERS_CREATED, topology.PAYMENT_GROUP)["pending"] == 0
+    assert real_shop.pending(topology.ORDERS_CREATED, topology.PAYMENT_GROUP) == 0
 
 
 def test_stop_finishes_the_loop_and_returns(real: redis.Redis) -> None:
@@ -209,7 +214,7 @@ def test_middleware_wraps_each_message_around_its_commit(real_shop: Shop) -> Non
 
     Consumer(
         real_shop.r,
-        topology.SHOP,
+        real_shop.topology,
         topology.PAYMENT_GROUP,
         GROUPS[topology.PAYMENT_GROUP],
         middleware=[outer, inner],
@@ -228,7 +233,7 @@ def test_the_default_middleware_logs_one_line_per_message_with_its_timing(
     with caplog.at_level("INFO", logger="streams.handled"):
         Consumer(
             real_shop.r,
-            topology.SHOP,
+            real_shop.topology,
             topology.PAYMENT_GROUP,
             GROUPS[topology.PAYMENT_GROUP],
             middleware=middleware.DEFAULT,
@@ -243,20 +248,21 @@ def test_the_default_middleware_logs_one_line_per_message_with_its_timing(
 
 def test_messages_that_only_need_acknowledging_share_one_xack(real_shop: Shop) -> None:
     for i in range(50):
-        real_shop.r.xadd(topology.ORDERS_CREATED, {"junk": str(i)})  # dead-lettered, not acked
+        # dead-lettered, not acked
+        real_shop.r.xadd(real_shop.streams(topology.ORDERS_CREATED)[0], {"junk": str(i)})
     real_shop.product("item1", stock=100)
     real_shop.customer("alice", 10**6)
     for _ in range(30):
         real_shop.order("alice", ("item1", 1))
     consumer = Consumer(
-        real_shop.r, topology.SHOP, "noop", {"order.created": lambda _: Ack("seen")}
+        real_shop.r, real_shop.topology, "noop", {"order.created": lambda _: Ack("seen")}
     )
     consumer.ensure_groups()
     real_shop.r.config_resetstat()
     assert consumer.handle_new() == 80
     stats = real_shop.r.info("commandstats")
     assert stats["cmdstat_xack"]["calls"] == 1 + 50  # one for the 30 acks; one per dead letter
-    assert real_shop.r.xpending(topology.ORDERS_CREATED, "noop")["pending"] == 0
+    assert real_shop.pending(topology.ORDERS_CREATED, "noop") == 0
 
 
 def test_execute_all_answers_each_command_in_its_place(real: redis.Redis) -> None:

@@ -19,10 +19,16 @@ from tests.shop import GROUPS, Shop
 pytestmark = pytest.mark.integration
 
 
+def alices(shop: Shop, stream: str) -> str:
+    """The partition's stream of ``stream`` that alice's orders go to: every
+    test here has only her."""
+    return shop.customer_stream(stream, "alice")
+
+
 def _killed_mid_batch(shop: Shop, group: str, name: str = "payment-killed") -> int:
     """A consumer that read a batch and died (kill -9) before handling it."""
-    Consumer(shop.r, topology.SHOP, group, GROUPS[group]).ensure_groups()
-    reply = shop.r.xreadgroup(group, name, {topology.ORDERS_CREATED: ">"}, count=100)
+    Consumer(shop.r, shop.topology, group, GROUPS[group]).ensure_groups()
+    reply = shop.r.xreadgroup(group, name, {alices(shop, topology.ORDERS_CREATED): ">"}, count=100)
     return len(reply[0][1])
 
 
@@ -33,7 +39,7 @@ def test_a_survivor_claims_what_a_killed_consumer_left_pending(real_shop: Shop) 
     assert _killed_mid_batch(real_shop, topology.PAYMENT_GROUP) == 3
     survivor = Consumer(
         real_shop.r,
-        topology.SHOP,
+        real_shop.topology,
         topology.PAYMENT_GROUP,
         GROUPS[topology.PAYMENT_GROUP],
         name="payment-survivor",
@@ -44,7 +50,7 @@ def test_a_survivor_claims_what_a_killed_consumer_left_pending(real_shop: Shop) 
     assert survivor.claim_idle() == 0
     time.sleep(0.3)
     assert survivor.claim_idle() == 3
-    assert real_shop.r.xpending(topology.ORDERS_CREATED, topology.PAYMENT_GROUP)["pending"] == 0
+    assert real_shop.pending(topology.ORDERS_CREATED, topology.PAYMENT_GROUP) == 0
     real_shop.settle()
     assert [real_shop.status(o) for o in orders] == ["completed"] * 3
     assert real_shop.balance("alice") == 7_000  # each charged once
@@ -58,13 +64,13 @@ def test_a_claimed_message_that_was_already_handled_changes_nothing(real_shop: S
     order = real_shop.order("alice", ("item1", 1))
     real_shop.settle()
     # Replay the same entry as pending for a vanished consumer.
-    [(entry_id, _)] = real_shop.r.xrange(topology.ORDERS_CREATED)
-    real_shop.r.xgroup_setid(topology.ORDERS_CREATED, topology.PAYMENT_GROUP, "0")
-    real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "ghost", {topology.ORDERS_CREATED: ">"})
+    created = alices(real_shop, topology.ORDERS_CREATED)
+    real_shop.r.xgroup_setid(created, topology.PAYMENT_GROUP, "0")
+    real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "ghost", {created: ">"})
     time.sleep(0.06)
     survivor = Consumer(
         real_shop.r,
-        topology.SHOP,
+        real_shop.topology,
         topology.PAYMENT_GROUP,
         GROUPS[topology.PAYMENT_GROUP],
         claim_idle_ms=50,
@@ -72,7 +78,7 @@ def test_a_claimed_message_that_was_already_handled_changes_nothing(real_shop: S
     survivor.ensure_groups()
     assert survivor.claim_idle() == 1
     assert real_shop.balance("alice") == 9_000
-    assert real_shop.r.xlen(topology.PAYMENTS_COMPLETED) == 1
+    assert len(real_shop.events(topology.PAYMENTS_COMPLETED)) == 1
     assert real_shop.status(order) == "completed"
 
 
@@ -95,7 +101,7 @@ def test_a_failing_message_is_retried_after_its_backoff_not_before(real_shop: Sh
 
     consumer = Consumer(
         real_shop.r,
-        topology.SHOP,
+        real_shop.topology,
         "flaky",
         {"order.created": flaky},
         retry_after_s=0.2,
@@ -108,10 +114,10 @@ def test_a_failing_message_is_retried_after_its_backoff_not_before(real_shop: Sh
         consumer.retry_due(time.monotonic())
     gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
     assert len(calls) == 3 and gaps[0] >= 0.2 and gaps[1] >= 0.4, gaps
-    assert real_shop.r.xpending(topology.ORDERS_CREATED, "flaky")["pending"] == 0
+    assert real_shop.pending(topology.ORDERS_CREATED, "flaky") == 0
     # The error is kept in Redis, where any consumer of the group can read it.
-    [entry] = real_shop.r.xrange(topology.ORDERS_CREATED)
-    error_key = topology.SHOP.delivery_error("flaky", topology.ORDERS_CREATED, entry[0])
+    [(stream, entry_id, _)] = real_shop.entries(topology.ORDERS_CREATED)
+    error_key = real_shop.topology.delivery_error("flaky", stream, entry_id)
     assert real_shop.r.get(error_key) == "TimeoutError: gateway timeout"
     assert 0 < real_shop.r.ttl(error_key) <= 24 * 3600
     assert order
@@ -131,7 +137,7 @@ def test_deliveries_and_the_last_error_survive_the_consumer_that_failed(
 
     a = Consumer(
         real_shop.r,
-        topology.SHOP,
+        real_shop.topology,
         topology.PAYMENT_GROUP,
         {"order.created": broken},
         name="a",
@@ -142,11 +148,11 @@ def test_deliveries_and_the_last_error_survive_the_consumer_that_failed(
     a.handle_new()
     time.sleep(0.02)
     a.retry_due(time.monotonic())
-    assert real_shop.r.xlen(dead_of(topology.ORDERS_CREATED)) == 0  # a dies here
+    assert real_shop.events(dead_of(topology.ORDERS_CREATED)) == []  # a dies here
     time.sleep(0.06)
     b = Consumer(
         real_shop.r,
-        topology.SHOP,
+        real_shop.topology,
         topology.PAYMENT_GROUP,
         GROUPS[topology.PAYMENT_GROUP],
         name="b",
@@ -176,33 +182,19 @@ def test_a_stream_is_never_trimmed_past_an_entry_a_group_has_not_handled(
         real_shop.order("alice", ("item1", 1))
     # The payment group has handled all five; order-status none yet.
     real_shop.settle([topology.PAYMENT_GROUP])
-    Consumer(
-        real_shop.r, topology.SHOP, topology.ORDER_STATUS_GROUP, GROUPS[topology.ORDER_STATUS_GROUP]
-    ).ensure_groups()
-    assert retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0) == {
-        topology.ORDERS_CREATED: 0
-    }
+    real_shop.consumer(topology.ORDER_STATUS_GROUP).ensure_groups()
+    created = alices(real_shop, topology.ORDERS_CREATED)
+    t = real_shop.topology
+    assert retention.trim(real_shop.r, t, [created], 0) == {created: 0}
     # order-status reads three and dies with them pending: the oldest pending is the limit.
-    real_shop.r.xreadgroup(
-        topology.ORDER_STATUS_GROUP, "dead", {topology.ORDERS_CREATED: ">"}, count=3
-    )
-    first_pending = real_shop.r.xrange(topology.ORDERS_CREATED)[0][0]
-    assert (
-        retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0)[
-            topology.ORDERS_CREATED
-        ]
-        == 0
-    )
-    assert real_shop.r.xrange(topology.ORDERS_CREATED)[0][0] == first_pending
+    real_shop.r.xreadgroup(topology.ORDER_STATUS_GROUP, "dead", {created: ">"}, count=3)
+    first_pending = real_shop.r.xrange(created)[0][0]
+    assert retention.trim(real_shop.r, t, [created], 0) == {created: 0}
+    assert real_shop.r.xrange(created)[0][0] == first_pending
     real_shop.consumers[topology.ORDER_STATUS_GROUP].claim_idle_ms = 0  # claim the dead one's
     real_shop.settle()
-    assert (
-        retention.trim(real_shop.r, topology.SHOP, [topology.ORDERS_CREATED], 0)[
-            topology.ORDERS_CREATED
-        ]
-        == 5
-    )
-    assert real_shop.r.xlen(topology.ORDERS_CREATED) == 0
+    assert retention.trim(real_shop.r, t, [created], 0) == {created: 5}
+    assert real_shop.r.xlen(created) == 0
 
 
 def test_a_stream_waits_for_a_group_that_has_not_started_yet(real_shop: Shop) -> None:
@@ -211,8 +203,9 @@ def test_a_stream_waits_for_a_group_that_has_not_started_yet(real_shop: Shop) ->
     real_shop.order("alice", ("item1", 1))
     real_shop.settle([topology.PAYMENT_GROUP, topology.ORDER_STATUS_GROUP])
     # payments.completed is read by inventory too, which never ran.
-    assert retention.trim(real_shop.r, topology.SHOP, [topology.PAYMENTS_COMPLETED], 0) == {}
-    assert real_shop.r.xlen(topology.PAYMENTS_COMPLETED) == 1
+    completed = alices(real_shop, topology.PAYMENTS_COMPLETED)
+    assert retention.trim(real_shop.r, real_shop.topology, [completed], 0) == {}
+    assert real_shop.r.xlen(completed) == 1
 
 
 def test_a_trim_keeps_the_retention_window(real_shop: Shop) -> None:
@@ -221,9 +214,10 @@ def test_a_trim_keeps_the_retention_window(real_shop: Shop) -> None:
     for _ in range(3):
         real_shop.order("alice", ("item1", 1))
     real_shop.settle()
-    assert retention.trim(real_shop.r, topology.SHOP, topology.SHOP.streams, 3600) == {
-        s: 0 for s in topology.SHOP.streams
-    }
+    streams = [alices(real_shop, s) for s in topology.SHOP.streams]
+    assert retention.trim(real_shop.r, real_shop.topology, streams, 3600) == dict.fromkeys(
+        streams, 0
+    )
 
 
 def test_stream_memory_stays_flat_once_retention_is_reached(real_shop: Shop) -> None:
@@ -238,8 +232,9 @@ def test_stream_memory_stays_flat_once_retention_is_reached(real_shop: Shop) -> 
         real_shop.settle()
         for consumer in real_shop.consumers.values():
             consumer.maintain()
-        sizes.append(sum(real_shop.r.memory_usage(s) or 0 for s in topology.SHOP.streams))
-        assert max(real_shop.r.xlen(s) for s in topology.SHOP.streams) == 0
+        streams = real_shop.topology.all_streams()
+        sizes.append(sum(real_shop.r.memory_usage(s) or 0 for s in streams))
+        assert max(real_shop.r.xlen(s) for s in streams) == 0
     assert max(sizes[1:]) <= sizes[1] * 1.1, sizes
 
 
@@ -249,22 +244,21 @@ def test_consumers_long_gone_with_nothing_pending_are_forgotten(real_shop: Shop)
     real_shop.order("alice", ("item1", 1))
     me = Consumer(
         real_shop.r,
-        topology.SHOP,
+        real_shop.topology,
         topology.PAYMENT_GROUP,
         GROUPS[topology.PAYMENT_GROUP],
         name="me",
     )
     me.ensure_groups()
-    real_shop.r.xreadgroup(
-        topology.PAYMENT_GROUP, "crashed-holding", {topology.ORDERS_CREATED: ">"}
-    )
-    real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "crashed-empty", {topology.ORDERS_CREATED: ">"})
+    created = alices(real_shop, topology.ORDERS_CREATED)
+    real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "crashed-holding", {created: ">"})
+    real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "crashed-empty", {created: ">"})
     me.handle_new()
     time.sleep(0.1)
     assert me.forget_consumers(after_s=0.05) == ["crashed-empty"]
     names = {
         c["name"]
-        for c in real_shop.r.xinfo_consumers(topology.ORDERS_CREATED, topology.PAYMENT_GROUP)
+        for c in real_shop.r.xinfo_consumers(created, topology.PAYMENT_GROUP)
     }
     # A consumer that holds messages is kept (they are claimed, not dropped).
     assert names == {"crashed-holding", "me"}
