@@ -13,6 +13,8 @@ import redis.asyncio
 from fastapi.testclient import TestClient
 
 from order_api.orders import new_order_id
+from shop import keys
+from shop.topology import SHOP
 from shopctl.redis_server import free_port
 from streams.connection import connect_async
 from tests.conftest import api_app, bearer, make_token
@@ -110,6 +112,51 @@ def test_orders_are_listed_newest_first_filtered_and_paginated(
     assert [o["id"] for o in both["items"]] == [ids[1]]
     assert api.get("/orders", params={"status": "completed"}).json()["total"] == 0
     assert api.get("/orders").json()["total"] == 4
+
+
+def test_pages_across_four_partitions_are_merged_newest_first_and_stable(
+    afake: redis.asyncio.Redis, fake_server: fakeredis.FakeServer
+) -> None:
+    """Orders of eight customers, in four partitions: each page is the next
+    slice of one order, newest first (ties by id, as Redis keeps each index),
+    the same at every read, with the total of every partition."""
+    connect = lambda: fakeredis.FakeAsyncRedis(server=fake_server, decode_responses=True)  # noqa: E731
+    operator = bearer(make_token(connect, "operator", partitions=4))
+    customers = [f"c{i}" for i in range(8)]
+    with TestClient(api_app(afake, partitions=4), headers=operator) as api:
+        api.post("/products", json={"id": "item1", "name": "Beans", "price_cents": 100,
+                                    "stock": 100})
+        for c in customers:
+            assert api.post("/customers", json={"id": c, "name": c, "email": f"{c}@x.org",
+                                                "balance_cents": 10_000}).status_code == 201
+        tokens = {c: bearer(make_token(connect, "customer", c, partitions=4)) for c in customers}
+        placed = [
+            api.post("/orders", headers=tokens[customers[i % 8]],
+                     json={"lines": [{"product_id": "item1", "quantity": 1}]}).json()["id"]
+            for i in range(30)
+        ]
+
+        def all_pages(**params: object) -> tuple[list[str], set[int]]:
+            ids, totals, offset = [], set(), 0
+            while offset is not None:
+                page = api.get("/orders", params={**params, "limit": 7, "offset": offset}).json()
+                ids += [o["id"] for o in page["items"]]
+                totals.add(page["total"])
+                offset = page["next_offset"]
+            return ids, totals
+
+        sync = fakeredis.FakeRedis(server=fake_server, decode_responses=True)
+        tags = SHOP.with_partitions(4).tags()
+        scored = [(score, o) for tag in tags
+                  for o, score in sync.zrange(keys.orders_index(tag), 0, -1, withscores=True)]
+        assert sum(1 for tag in tags if sync.zcard(keys.orders_index(tag))) > 1, "one partition"
+        newest_first = [o for _, o in sorted(scored, reverse=True)]
+        assert sorted(newest_first) == sorted(placed)
+        assert all_pages() == (newest_first, {30})
+        assert all_pages() == (newest_first, {30})  # the same pages at every read
+        assert all_pages(status="pending") == (newest_first, {30})
+        c0s = [o for o in newest_first if o in placed[0::8]]
+        assert all_pages(customer_id="c0") == (c0s, {len(c0s)})
 
 
 @pytest.mark.parametrize(

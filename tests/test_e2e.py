@@ -14,11 +14,13 @@ from pathlib import Path
 import httpx2
 import pytest
 import redis
+import redis.asyncio
 
 from shop.statuses import FINAL_STATUSES
 from shopctl import demo
 from shopctl.redis_server import free_port
 from tests import invariants
+from tests.conftest import bearer, make_token
 from tests.running import Running
 from tests.shop import statuses
 
@@ -142,13 +144,14 @@ def test_a_taken_port_is_a_clear_error_naming_the_setting(tmp_path: Path, which:
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("partitions", [1, 4])
 def test_200_orders_at_once_on_the_running_system(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], partitions: int
 ) -> None:
     """The concurrency test again, on the real processes: two replicas of each
-    worker, everything over HTTP."""
+    worker, everything over HTTP, at one partition and at four."""
     redis_port, api_port = free_port(), free_port()
-    shop = Running(tmp_path, redis_port, api_port, "--no-demo",
+    shop = Running(tmp_path, redis_port, api_port, "--no-demo", "--partitions", str(partitions),
                    "--payment-workers", "2", "--inventory-workers", "2")
     base = f"http://127.0.0.1:{api_port}"
     customers = [f"c{i}" for i in range(20)]
@@ -161,7 +164,11 @@ def test_200_orders_at_once_on_the_running_system(
                 assert http.post("/customers", json={
                     "id": customer, "name": customer, "email": f"{customer}@example.com",
                     "balance_cents": 1_000_000}).is_success
-        tokens = {c: token_for(shop, c) for c in customers}
+        # One token made with the command line, as a user would; the others
+        # in-process (a process start each would be most of this test's time).
+        connect = lambda: redis.asyncio.Redis(port=redis_port, decode_responses=True)  # noqa: E731
+        tokens = {c: bearer(make_token(connect, "customer", c, partitions)) for c in customers}
+        tokens["c0"] = token_for(shop, "c0")
 
         async def place_all() -> list[httpx2.Response]:
             limits = httpx2.Limits(max_connections=50)
@@ -179,17 +186,19 @@ def test_200_orders_at_once_on_the_running_system(
         client = redis.Redis(port=redis_port, decode_responses=True)
         ids = [a.json()["id"] for a in answers]
         deadline = time.monotonic() + 60
-        while not all(status in FINAL_STATUSES for status in statuses(client, ids)):
+        while not all(s in FINAL_STATUSES for s in statuses(client, ids, partitions)):
             assert time.monotonic() < deadline, "orders did not settle"
             time.sleep(0.02)
         settled = time.perf_counter() - started
-        counts = invariants.check(client, {"item2": 50}, dict.fromkeys(customers, 1_000_000))
+        counts = invariants.check(client, {"item2": 50}, dict.fromkeys(customers, 1_000_000),
+                                  partitions=partitions)
         client.close()
         assert counts == {"completed": 50, "refunded": 150}
     finally:
         assert shop.stop() == 0
     with capsys.disabled():
-        print(f"\n  running system: 200 orders accepted in {accepted:.2f}s, all final in "
+        print(f"\n  running system ({partitions} partition(s)): 200 orders accepted in "
+              f"{accepted:.2f}s, all final in "
               f"{settled:.2f}s ({200 / settled:.0f} orders/s settled; API, projector, "
               "2 payment and 2 inventory processes on 2 cores)")
 
