@@ -310,8 +310,6 @@ class Launcher:
 
     def _supervise(self) -> None:
         now = time.monotonic()
-        if self.redis:
-            self.redis.maintain()
         if self.redis and self.redis.proc and self.redis.proc.poll() is not None:
             self.say("shopctl", f"redis {describe_exit(self.redis.proc.returncode)}; "
                                 "starting it again from its AOF")

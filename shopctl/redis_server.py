@@ -13,13 +13,10 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from shopctl import processes
 from streams.connection import redacted
@@ -94,11 +91,9 @@ def command(
         "--loglevel", "warning",
     ]
     if aof:
-        # Redis never rewrites the AOF by itself here: RedisServer.maintain does,
-        # by Redis's own rule, so that the rewrite's child runs at idle priority
-        # from its first moment.
-        args += ["--appendonly", "yes", "--appendfsync", appendfsync,
-                 "--auto-aof-rewrite-percentage", "0"]
+        # Redis rewrites the AOF by its own rule (auto-aof-rewrite-min-size and
+        # -percentage, left at their defaults).
+        args += ["--appendonly", "yes", "--appendfsync", appendfsync]
     else:
         args += ["--appendonly", "no"]
     return args
@@ -128,38 +123,19 @@ def wait_until_ready(
         client.close()
 
 
-# When RedisServer.maintain rewrites the AOF: Redis's own rule
-# (auto-aof-rewrite-min-size, auto-aof-rewrite-percentage 100), with a floor of
-# 256 MB instead of Redis's 64 MB: about one rewrite every 50,000 orders.
-AOF_REWRITE_MIN_BYTES = 256 * 2**20
-# After a rewrite that failed (a full disk), the next try waits this long.
-AOF_REWRITE_RETRY_S = 60.0
-# Where the OS has no idle scheduling class (macOS): the server's forked
-# children get this nice value instead.
-BACKGROUND_NICE = 19
-
-
 class RedisServer:
     """A server process on 127.0.0.1:port with its data in ``data_dir``."""
 
     def __init__(
         self, port: int, data_dir: Path, *, aof: bool = True, appendfsync: str = "everysec",
-        aof_rewrite_min_bytes: int = AOF_REWRITE_MIN_BYTES, **popen: Any,
+        **popen: Any,
     ) -> None:
         self.port = port
         self.data_dir = Path(data_dir)
         self.aof = aof
         self.appendfsync = appendfsync
-        self.aof_rewrite_min_bytes = aof_rewrite_min_bytes
         self.popen = popen
         self.proc: subprocess.Popen | None = None
-        self._last_rewrite_at = -AOF_REWRITE_RETRY_S
-        # maintain()'s connection: short timeouts and no retry, as it runs in
-        # the launcher's loop and simply tries again at the next call.
-        self._admin = redis.Redis(
-            host="127.0.0.1", port=port, socket_timeout=1.0, socket_connect_timeout=0.5,
-            retry=Retry(NoBackoff(), 0),
-        )
 
     @property
     def url(self) -> str:
@@ -177,62 +153,8 @@ class RedisServer:
         wait_until_ready(self.url, proc=self.proc)
         return self
 
-    def maintain(self) -> list[int]:
-        """What Redis would do by itself, done so that it hurts the latency
-        less; the launcher calls this five times a second. Rewrites the AOF when
-        it is due: at least ``aof_rewrite_min_bytes`` and twice its size after
-        the last rewrite (or the start). Then moves the server's forked children
-        to the lowest CPU priority (lower_background_priority): the rewrite it
-        asked for at once, as the server forks before it answers; any other (a
-        snapshot someone asked for) at the next call. Returns the pids lowered."""
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        if self.aof:
-            try:
-                if self._aof_rewrite_due(self._admin.info("persistence")):
-                    self._last_rewrite_at = time.monotonic()
-                    self._admin.bgrewriteaof()
-            except redis.RedisError:
-                pass  # restarting, loading, or a rewrite already running: next time
-        return self.lower_background_priority()
-
-    def _aof_rewrite_due(self, info: Mapping[str, Any]) -> bool:
-        if info.get("loading") or info.get("aof_rewrite_in_progress") or info.get(
-            "aof_rewrite_scheduled"
-        ):
-            return False
-        if info.get("aof_last_bgrewrite_status") == "err" and (
-            time.monotonic() < self._last_rewrite_at + AOF_REWRITE_RETRY_S
-        ):
-            return False
-        size, base = int(info.get("aof_current_size", 0)), int(info.get("aof_base_size", 0))
-        return size >= self.aof_rewrite_min_bytes and size >= 2 * max(base, 1)
-
-    def lower_background_priority(self) -> list[int]:
-        """Give the server's forked children (an AOF rewrite, a snapshot) the
-        idle scheduling class (SCHED_IDLE; nice 19 where there is none), and
-        return the pids lowered. On a machine whose few cores the whole system
-        shares, a rewrite's child otherwise takes a core from the workers for a
-        second or two, and the orders in flight wait for it. At idle priority it
-        runs when a core has nothing else to do, and only takes longer (1.4 s
-        instead of 1.2 s under saturation). Measured, 10 s at 2000 orders/s
-        with a rewrite forced in the middle, POST-to-final p99: 26 to 90 ms at
-        nice 19 set within 200 ms of the fork; 25 to 39 ms at nice 19 at once;
-        18 to 25 ms at idle priority at once. Redis keeps its own priority."""
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        lowered = []
-        for pid in processes.child_pids(self.proc.pid):
-            try:
-                if _to_background(pid):
-                    lowered.append(pid)
-            except OSError:  # it finished meanwhile
-                continue
-        return lowered
-
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM: the server flushes its AOF and exits."""
-        self._admin.close()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -240,17 +162,3 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def _to_background(pid: int) -> bool:
-    """Move a process to the idle scheduling class (or nice 19); False if it
-    was there already."""
-    if hasattr(os, "SCHED_IDLE"):
-        if os.sched_getscheduler(pid) == os.SCHED_IDLE:
-            return False
-        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
-        return True
-    if os.getpriority(os.PRIO_PROCESS, pid) >= BACKGROUND_NICE:
-        return False
-    os.setpriority(os.PRIO_PROCESS, pid, BACKGROUND_NICE)
-    return True

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from shop import topology
 from shopctl import processes
-from shopctl.redis_server import AOF_REWRITE_RETRY_S, BACKGROUND_NICE, RedisServer, free_port
+from shopctl.redis_server import RedisServer, free_port
 from streams.connection import connect_async
 from streams.consumer import Consumer
 from tests.conftest import api_app, bearer, make_token
@@ -160,92 +160,6 @@ def test_the_api_answers_503_during_an_outage_and_recovers_by_itself(tmp_path: P
             assert api.get("/orders").json()["total"] == 2
     finally:
         server.stop()
-
-
-def at_lowest_priority(pid: int) -> bool:
-    if hasattr(os, "SCHED_IDLE"):
-        return os.sched_getscheduler(pid) == os.SCHED_IDLE
-    return os.getpriority(os.PRIO_PROCESS, pid) == BACKGROUND_NICE
-
-
-def persistence(client: redis.Redis) -> dict:
-    return client.info("persistence")
-
-
-def test_an_aof_rewrite_runs_at_the_lowest_cpu_priority(tmp_path: Path) -> None:
-    server = RedisServer(free_port(), tmp_path, stdout=subprocess.DEVNULL).start()
-    client = redis.Redis.from_url(server.url)
-    try:
-        client.mset({f"k{i}": i for i in range(30)})
-        client.config_set("rdb-key-save-delay", 100_000)  # 0.1 s a key: a rewrite we can see
-        client.bgrewriteaof()  # somebody else's: the next call lowers it
-        deadline, lowered = time.monotonic() + 5, []
-        while not lowered and time.monotonic() < deadline:
-            lowered = server.maintain()
-            time.sleep(0.02)
-        assert len(lowered) == 1, "no rewrite child seen"
-        assert at_lowest_priority(lowered[0])
-        assert server.maintain() == []  # once is enough
-        assert server.proc is not None  # Redis itself keeps this process's priority
-        assert not at_lowest_priority(server.proc.pid)
-        assert os.getpriority(os.PRIO_PROCESS, server.proc.pid) == os.getpriority(
-            os.PRIO_PROCESS, 0
-        )
-    finally:
-        client.config_set("rdb-key-save-delay", 0)
-        client.close()
-        server.stop()
-
-
-def test_maintain_rewrites_the_aof_once_it_doubled_and_lowers_the_child_at_once(
-    tmp_path: Path,
-) -> None:
-    server = RedisServer(
-        free_port(), tmp_path, aof_rewrite_min_bytes=64 * 1024, stdout=subprocess.DEVNULL
-    ).start()
-    client = redis.Redis.from_url(server.url)
-    try:
-        # Redis never rewrites by itself: maintain decides.
-        assert client.config_get("auto-aof-rewrite-percentage") == {
-            "auto-aof-rewrite-percentage": "0"
-        }
-        client.set("small", "x")
-        assert server.maintain() == [] and persistence(client)["aof_rewrites"] == 0  # < 64 KB
-        client.mset({f"k{i}": "v" * 10_000 for i in range(10)})  # ~100 KB of AOF
-        client.config_set("rdb-key-save-delay", 100_000)  # ~1 s: a rewrite we can see
-        lowered = server.maintain()
-        assert len(lowered) == 1, "the rewrite's child was not lowered by the call that asked"
-        assert at_lowest_priority(lowered[0])
-        assert persistence(client)["aof_rewrite_in_progress"] == 1
-        assert server.maintain() == []  # running: not a second one
-        wait_until(lambda: persistence(client)["aof_rewrite_in_progress"] == 0)
-        done = persistence(client)
-        assert done["aof_rewrites"] == 1 and done["aof_last_bgrewrite_status"] == "ok"
-        assert done["aof_current_size"] < 2 * done["aof_base_size"]
-        assert server.maintain() == []  # not due again until the file doubles
-        assert persistence(client)["aof_rewrites"] == 1
-    finally:
-        client.config_set("rdb-key-save-delay", 0)
-        client.close()
-        server.stop()
-
-
-@pytest.mark.unit
-def test_a_failed_rewrite_is_tried_again_a_minute_later(tmp_path: Path) -> None:
-    server = RedisServer(free_port(), tmp_path, aof_rewrite_min_bytes=1000)
-    due = {"aof_current_size": 5000, "aof_base_size": 2000, "aof_last_bgrewrite_status": "ok"}
-    assert server._aof_rewrite_due(due)
-    assert not server._aof_rewrite_due(due | {"aof_current_size": 3999})  # not doubled
-    assert not server._aof_rewrite_due(due | {"aof_base_size": 0, "aof_current_size": 999})
-    assert not server._aof_rewrite_due(due | {"aof_rewrite_in_progress": 1})
-    assert not server._aof_rewrite_due(due | {"loading": 1})
-    failed = due | {"aof_last_bgrewrite_status": "err"}
-    assert server._aof_rewrite_due(failed)  # none tried yet by this owner
-    server._last_rewrite_at = time.monotonic()
-    assert not server._aof_rewrite_due(failed)
-    assert server._aof_rewrite_due(due)  # it succeeded meanwhile (someone else's)
-    server._last_rewrite_at -= AOF_REWRITE_RETRY_S
-    assert server._aof_rewrite_due(failed)
 
 
 def test_child_pids_agrees_with_a_walk_of_proc() -> None:
