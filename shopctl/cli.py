@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--token", default=os.environ.get("SHOP_TOKEN"),
                        help="with --api-url: an operator token (SHOP_TOKEN; default: "
                        ".data/tokens/operator)")
+    bench.add_argument("--partitions", type=_partition_counts, default=[1, 4, 16],
+                       metavar="N,N,...", help="saturation and steady on a system of each "
+                       "partition count (1,4,16), and the last again with two replicas of "
+                       "each worker; the first is the system of every phase")
     bench.add_argument("--no-compare-auth", dest="compare_auth", action="store_false",
                        help="skip the second system without authentication (what tokens cost)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"),
@@ -191,6 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _partition_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not counts or not all(1 <= n <= 1024 for n in counts):
+        raise argparse.ArgumentTypeError("each partition count is 1 to 1024")
+    return counts
+
+
 def _bench(args: argparse.Namespace) -> int:
     from shopctl.bench import report
     from shopctl.bench.harness import Options
@@ -200,7 +214,7 @@ def _bench(args: argparse.Namespace) -> int:
         orders=args.orders, concurrency=args.concurrency, rate=args.rate,
         duration_s=args.duration, api_url=args.api_url, redis_url=args.redis_url,
         out=args.out, runner_events=args.runner_events, scarce=args.scarce,
-        log_level=args.log_level, launcher_args=args.launcher_args,
+        log_level=args.log_level, launcher_args=args.launcher_args, partitions=args.partitions,
         compare_auth=args.compare_auth, token=args.token, abuse=args.abuse,
         abuse_slow=args.abuse_slow, abuse_uploads=args.abuse_uploads,
         abuse_upload_mb=args.abuse_upload_mb, abuse_flood=args.abuse_flood,

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 def test_the_benchmark_runs_every_phase_and_writes_json_and_a_chart(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "shopctl", "bench", "--orders", "150", "--concurrency", "8",
-         "--rate", "40", "--duration", "1", "--runner-events", "300", "--out", str(tmp_path)],
+         "--rate", "40", "--duration", "1", "--runner-events", "300", "--partitions", "1,4",
+         "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=170,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -37,3 +38,9 @@ def test_the_benchmark_runs_every_phase_and_writes_json_and_a_chart(tmp_path: Pa
     assert results["without_auth"]["steady"]["orders"] == 40
     assert "saturation settled/s: " in result.stdout and " without (with ÷ without = " in \
         result.stdout
+    # The same phases at 4 partitions, and with two replicas of each worker.
+    assert list(results["partitions"]) == [
+        "1 partition(s)", "4 partition(s)", "4 partition(s), 2 replicas of each worker"]
+    for phases in results["partitions"].values():
+        assert phases["saturation"]["orders"] == 150 and phases["steady"]["orders"] == 40
+    assert "partitions on one server, same run" in result.stdout

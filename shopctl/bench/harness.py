@@ -33,6 +33,10 @@ class Options:
     scarce: bool = False  # stock for half the demand: refunds on purpose
     log_level: str = "WARNING"
     launcher_args: list[str] = field(default_factory=list)
+    # Saturation and steady on a system of each partition count (the first is
+    # the system of every phase), then the last again with two replicas of
+    # each worker: what partitions and the replica scheme cost, in one run.
+    partitions: list[int] = field(default_factory=lambda: [1])
     # Run saturation and steady again on a system with --no-auth: what
     # authentication costs, in the same run.
     compare_auth: bool = True

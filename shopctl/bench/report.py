@@ -67,6 +67,24 @@ def table(results: dict[str, Any]) -> str:
         for label, on, without in pairs:
             ratio = f" (with ÷ without = {on / without:.2f})" if on and without else ""
             lines.append(f"  {label}: {on} with, {without} without{ratio}")
+    if sweep := results.get("partitions"):
+        lines += ["", "partitions on one server, same run (steady at the first system's rate):"]
+        sweep_rows: list[tuple[str, ...]] = [
+            ("system", "settled/s", "steady POST→final p50/p99 ms", "Redis calls/order",
+             "CPU ms/order: API, workers, Redis")]
+        for label, phases in sweep.items():
+            s, st = phases["saturation"], phases["steady"]
+            cpu = s.get("cpu_ms_per_order", {})
+            workers = sum(ms for name, ms in cpu.items()
+                          if name.startswith(("payment", "inventory", "projector")))
+            final = st["post_to_final_ms"]
+            sweep_rows.append((
+                label, f"{s['settled_per_s']}", f"{final.get('p50')} / {final.get('p99')}",
+                f"{sum(s.get('redis_calls_per_order', {}).values()):.2f}",
+                f"{cpu.get('api')}, {workers:.3f}, {cpu.get('redis')}"))
+        widths = [max(len(row[i]) for row in sweep_rows) for i in range(len(sweep_rows[0]))]
+        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                  .rstrip() for row in sweep_rows]
     return "\n".join(lines)
 
 

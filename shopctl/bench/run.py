@@ -15,6 +15,10 @@ Phases, each printed as it ends:
 5. ``runner``: the consumer runner alone, events/s in one process, with a
    no-op handler and with the real payment handler.
 
+Then saturation and steady again on a system without authentication, and on
+a system of each further partition count (``--partitions``), the last of them
+also with two replicas of each worker; steady at the first system's rate.
+
 POST-to-final is the time from sending the order to the projector marking it
 final, by the same machine's clock (the order's ``updated_ms``).
 """
@@ -271,7 +275,8 @@ class Bench:
 
     async def run(self) -> dict[str, Any]:
         o = self.options
-        with self.system() as (api_url, redis_url, launcher, data_dir):
+        first = [] if o.api_url else ["--partitions", str(o.partitions[0])]
+        with self.system(*first) as (api_url, redis_url, launcher, data_dir):
             self.launcher = launcher
             r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
             await self.authenticate(r, data_dir)
@@ -295,6 +300,8 @@ class Bench:
             await r.aclose()  # type: ignore[attr-defined]
         if o.compare_auth and not o.api_url:
             await self.without_auth(rate)
+        if not o.api_url:
+            await self.partition_sweep(rate)
         self.results["peak_rss_mb"] = self.results.get("peak_rss_mb", {}) | {
             "bench (load generator)": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                             / 1024, 1)}
@@ -338,7 +345,8 @@ class Bench:
         authentication is the difference."""
         with_auth = {phase: self.results[phase] for phase in ("saturation", "steady")}
         self.say("without authentication (shopctl up --no-auth), the same phases:")
-        with self.system("--no-auth") as (api_url, redis_url, launcher, _):
+        first = ["--partitions", str(self.options.partitions[0])]
+        with self.system("--no-auth", *first) as (api_url, redis_url, launcher, _):
             self.launcher = launcher
             r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
             self.operator = {}
@@ -351,6 +359,33 @@ class Bench:
         self.results["without_auth"] = {
             phase: self.results[phase] for phase in ("saturation", "steady")}
         self.results.update(with_auth)
+
+    async def partition_sweep(self, rate: float) -> None:
+        """Saturation and steady (at ``rate``) on a fresh system of each further
+        partition count, and on the last with two replicas of each worker (each
+        replica reads every partition): ``results["partitions"]``, by label."""
+        measured = {phase: self.results[phase] for phase in ("saturation", "steady")}
+        counts = self.options.partitions
+        sweep = {f"{counts[0]} partition(s)": measured}
+        systems = [(f"{n} partition(s)", ["--partitions", str(n)]) for n in counts[1:]]
+        replicas = ["--payment-workers", "2", "--inventory-workers", "2", "--projectors", "2"]
+        systems.append((f"{counts[-1]} partition(s), 2 replicas of each worker",
+                        ["--partitions", str(counts[-1]), *replicas]))
+        for label, args in systems:
+            self.say(f"{label}, the same phases:")
+            with self.system(*args) as (api_url, redis_url, launcher, data_dir):
+                self.launcher = launcher
+                r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+                await self.authenticate(r, data_dir)
+                await self.load_catalog(api_url)
+                self.bodies = order_bodies(await self.customer_tokens(r))
+                host, port = api_url.removeprefix("http://").rsplit(":", 1)
+                await self.saturation(host, int(port), r)
+                await self.steady(host, int(port), r, rate)
+                await r.aclose()  # type: ignore[attr-defined]
+            sweep[label] = {phase: self.results[phase] for phase in ("saturation", "steady")}
+        self.results["partitions"] = sweep
+        self.results.update(measured)
 
     async def authenticate(self, r: redis.asyncio.Redis, data_dir: Path | None) -> None:
         """The operator's token: the one the launcher made, or the one given."""
