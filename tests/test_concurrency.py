@@ -28,9 +28,7 @@ ORDERS, STOCK, CUSTOMERS = 200, 50, 20
 
 def tokens_of(url: str, customers: list[str], partitions: int) -> dict[str, dict[str, str]]:
     connect = lambda: redis.asyncio.Redis.from_url(url, decode_responses=True)  # noqa: E731
-    return {
-        c: bearer(make_token(connect, "customer", c, partitions=partitions)) for c in customers
-    }
+    return {c: bearer(make_token(connect, "customer", c, partitions=partitions)) for c in customers}
 
 
 async def place_all(url: str, customers: list[str], partitions: int) -> list[httpx2.Response]:

@@ -167,11 +167,8 @@ def test_a_batch_is_read_in_one_round_trip_and_applied_in_one_pipeline(real_shop
     real_shop.customer("alice", 10**9)
     for _ in range(100):
         real_shop.order("alice", ("item1", 1))
-    consumer = Consumer(
-        real_shop.r,
-        real_shop.topology,
+    consumer = real_shop.consumer(
         topology.PAYMENT_GROUP,
-        GROUPS[topology.PAYMENT_GROUP],
         batch_size=100,
     )
     consumer.ensure_groups()
@@ -212,11 +209,8 @@ def test_middleware_wraps_each_message_around_its_commit(real_shop: Shop) -> Non
         yield
         seen.append("inner after")
 
-    Consumer(
-        real_shop.r,
-        real_shop.topology,
+    real_shop.consumer(
         topology.PAYMENT_GROUP,
-        GROUPS[topology.PAYMENT_GROUP],
         middleware=[outer, inner],
     ).run(once=True)
     assert seen == ["outer before", "inner before", "inner after", "outer after (Apply, charged)"]
@@ -231,11 +225,8 @@ def test_the_default_middleware_logs_one_line_per_message_with_its_timing(
     real_shop.customer("alice", 10_000)
     order = real_shop.order("alice", ("item1", 1))
     with caplog.at_level("INFO", logger="streams.handled"):
-        Consumer(
-            real_shop.r,
-            real_shop.topology,
+        real_shop.consumer(
             topology.PAYMENT_GROUP,
-            GROUPS[topology.PAYMENT_GROUP],
             middleware=middleware.DEFAULT,
         ).run(once=True)
     [record] = caplog.records

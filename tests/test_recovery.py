@@ -37,11 +37,8 @@ def test_a_survivor_claims_what_a_killed_consumer_left_pending(real_shop: Shop) 
     real_shop.customer("alice", 10_000)
     orders = [real_shop.order("alice", ("item1", 1)) for _ in range(3)]
     assert _killed_mid_batch(real_shop, topology.PAYMENT_GROUP) == 3
-    survivor = Consumer(
-        real_shop.r,
-        real_shop.topology,
+    survivor = real_shop.consumer(
         topology.PAYMENT_GROUP,
-        GROUPS[topology.PAYMENT_GROUP],
         name="payment-survivor",
         claim_idle_ms=200,
     )
@@ -68,11 +65,8 @@ def test_a_claimed_message_that_was_already_handled_changes_nothing(real_shop: S
     real_shop.r.xgroup_setid(created, topology.PAYMENT_GROUP, "0")
     real_shop.r.xreadgroup(topology.PAYMENT_GROUP, "ghost", {created: ">"})
     time.sleep(0.06)
-    survivor = Consumer(
-        real_shop.r,
-        real_shop.topology,
+    survivor = real_shop.consumer(
         topology.PAYMENT_GROUP,
-        GROUPS[topology.PAYMENT_GROUP],
         claim_idle_ms=50,
     )
     survivor.ensure_groups()
@@ -150,11 +144,8 @@ def test_deliveries_and_the_last_error_survive_the_consumer_that_failed(
     a.retry_due(time.monotonic())
     assert real_shop.events(dead_of(topology.ORDERS_CREATED)) == []  # a dies here
     time.sleep(0.06)
-    b = Consumer(
-        real_shop.r,
-        real_shop.topology,
+    b = real_shop.consumer(
         topology.PAYMENT_GROUP,
-        GROUPS[topology.PAYMENT_GROUP],
         name="b",
         claim_idle_ms=50,
         max_deliveries=2,
@@ -242,11 +233,8 @@ def test_consumers_long_gone_with_nothing_pending_are_forgotten(real_shop: Shop)
     real_shop.customer("alice", 10_000)
     real_shop.product("item1", stock=10)
     real_shop.order("alice", ("item1", 1))
-    me = Consumer(
-        real_shop.r,
-        real_shop.topology,
+    me = real_shop.consumer(
         topology.PAYMENT_GROUP,
-        GROUPS[topology.PAYMENT_GROUP],
         name="me",
     )
     me.ensure_groups()
@@ -256,10 +244,7 @@ def test_consumers_long_gone_with_nothing_pending_are_forgotten(real_shop: Shop)
     me.handle_new()
     time.sleep(0.1)
     assert me.forget_consumers(after_s=0.05) == ["crashed-empty"]
-    names = {
-        c["name"]
-        for c in real_shop.r.xinfo_consumers(created, topology.PAYMENT_GROUP)
-    }
+    names = {c["name"] for c in real_shop.r.xinfo_consumers(created, topology.PAYMENT_GROUP)}
     # A consumer that holds messages is kept (they are claimed, not dropped).
     assert names == {"crashed-holding", "me"}
     assert me.forget_consumers(after_s=3600) == []

@@ -277,18 +277,13 @@ class Bench:
         o = self.options
         first = [] if o.api_url else ["--partitions", str(o.partitions[0])]
         with self.system(*first) as (api_url, redis_url, launcher, data_dir):
-            self.launcher = launcher
-            r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-            await self.authenticate(r, data_dir)
-            await self.load_catalog(api_url)
-            self.bodies = order_bodies(await self.customer_tokens(r))
-            host, port = api_url.removeprefix("http://").rsplit(":", 1)
+            r, host, port = await self.open(api_url, redis_url, launcher, data_dir)
             await self.loadgen_ceiling()
             await self.baseline(redis_url)
             memory_before = (await r.info("memory"))["used_memory"]
-            settled_per_s = await self.saturation(host, int(port), r)
+            settled_per_s = await self.saturation(host, port, r)
             rate = o.rate or settled_per_s / 2
-            await self.steady(host, int(port), r, rate)
+            await self.steady(host, port, r, rate)
             memory_after = (await r.info("memory"))["used_memory"]
             settled = o.orders + self.results["steady"]["orders"]
             self.results["redis_bytes_per_order"] = round((memory_after - memory_before) / settled)
@@ -347,14 +342,9 @@ class Bench:
         self.say("without authentication (shopctl up --no-auth), the same phases:")
         first = ["--partitions", str(self.options.partitions[0])]
         with self.system("--no-auth", *first) as (api_url, redis_url, launcher, _):
-            self.launcher = launcher
-            r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-            self.operator = {}
-            await self.load_catalog(api_url)
-            self.bodies = order_bodies(None)
-            host, port = api_url.removeprefix("http://").rsplit(":", 1)
-            await self.saturation(host, int(port), r)
-            await self.steady(host, int(port), r, rate)
+            r, host, port = await self.open(api_url, redis_url, launcher, None, authenticated=False)
+            await self.saturation(host, port, r)
+            await self.steady(host, port, r, rate)
             await r.aclose()  # type: ignore[attr-defined]
         self.results["without_auth"] = {
             phase: self.results[phase] for phase in ("saturation", "steady")}
@@ -374,18 +364,31 @@ class Bench:
         for label, args in systems:
             self.say(f"{label}, the same phases:")
             with self.system(*args) as (api_url, redis_url, launcher, data_dir):
-                self.launcher = launcher
-                r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-                await self.authenticate(r, data_dir)
-                await self.load_catalog(api_url)
-                self.bodies = order_bodies(await self.customer_tokens(r))
-                host, port = api_url.removeprefix("http://").rsplit(":", 1)
-                await self.saturation(host, int(port), r)
-                await self.steady(host, int(port), r, rate)
+                r, host, port = await self.open(api_url, redis_url, launcher, data_dir)
+                await self.saturation(host, port, r)
+                await self.steady(host, port, r, rate)
                 await r.aclose()  # type: ignore[attr-defined]
             sweep[label] = {phase: self.results[phase] for phase in ("saturation", "steady")}
         self.results["partitions"] = sweep
         self.results.update(measured)
+
+    async def open(
+        self, api_url: str, redis_url: str, launcher: int | None, data_dir: Path | None,
+        authenticated: bool = True,
+    ) -> tuple[redis.asyncio.Redis, str, int]:
+        """Ready a system for the phases: its catalog, and the customers'
+        tokens (none with ``authenticated=False``, for a system started with
+        --no-auth); return a Redis client, and the API's host and port."""
+        self.launcher = launcher
+        r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        if authenticated:
+            await self.authenticate(r, data_dir)
+        else:
+            self.operator = {}
+        await self.load_catalog(api_url)
+        self.bodies = order_bodies(await self.customer_tokens(r))
+        host, port = api_url.removeprefix("http://").rsplit(":", 1)
+        return r, host, int(port)
 
     async def authenticate(self, r: redis.asyncio.Redis, data_dir: Path | None) -> None:
         """The operator's token: the one the launcher made, or the one given."""
