@@ -46,6 +46,8 @@ def test_redis_persists_and_everything_waits_for_it_to_be_healthy() -> None:
     for name in ("api", "projector", "payment_worker", "inventory_worker"):
         assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert SERVICES[name]["environment"]["REDIS_URL"] == PASSWORD_URL
+        # One partition count for every process of the data (PARTITIONS in .env).
+        assert SERVICES[name]["environment"]["PARTITIONS"] == "${PARTITIONS:-1}"
 
 
 @pytest.mark.parametrize("name", ["payment_worker", "inventory_worker", "projector"])
