@@ -55,7 +55,12 @@ def test_a_post_while_redis_is_frozen_is_told_the_truth(
             try:
                 sent = asyncio.create_task(
                     http.post("/orders", json=ORDER, headers={"Idempotency-Key": "k-1"}))
-                await asyncio.sleep(0.2)  # its script is written, its connection taken
+                # Until its script has taken the one connection (redis-py's own
+                # record of the connections lent out; the write follows at once).
+                deadline = time.monotonic() + 10
+                while not client.connection_pool._in_use_connections:
+                    assert time.monotonic() < deadline, "the script never took the connection"
+                    await asyncio.sleep(0.01)
                 waiting = await http.post("/orders", json=ORDER | {"lines": [
                     {"product_id": "item1", "quantity": 2}]})
                 unknown = await sent
