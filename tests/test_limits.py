@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio
 
 from shopctl.redis_server import RedisServer, free_port
@@ -27,8 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 @pytest.fixture(scope="module")
 def api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()  # of another test's partition count, say
     port = free_port()
     log = tmp_path_factory.mktemp("api") / "api.log"
     proc = subprocess.Popen(
