@@ -1,12 +1,17 @@
-"""Applying a batch's outcomes to Redis, a round trip at a time.
+"""Applying a batch's outcomes to Redis, a round trip at a time (a round trip
+per node on a cluster: ``streams.nodes``).
 
 First the sub-steps of every ``Chain`` of the batch, together, as often as
 the chains go on; then one pipeline with each message's final outcome: its
 Lua step (which acknowledges the message itself) or its dead-lettering
 script; messages that only need acknowledging share one XACK per stream.
-Scripts are loaded in the same round trip the first time they are used and
-again if the server lost them (NOSCRIPT, after a restart). A step that
+Scripts are loaded where they are used, in the same round trip. A step that
 answers ``dead_letter`` is dead-lettered in a second pipeline.
+
+With replicas to wait for, a chain goes on only once a replica of every node
+its last round wrote to holds what was written: a sub-step in another slot
+(another master) is never built on one that a failover could take back. A
+round that no replica confirmed leaves the message's error ``Unconfirmed``.
 """
 
 from __future__ import annotations
@@ -14,11 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
-
-from streams.connection import execute_all
 from streams.deadletter import DeadLetter
 from streams.delivery import Delivery, reject
+from streams.nodes import Nodes
 from streams.outcomes import Apply, Chain, Reject
 from streams.scripts import DEAD_LETTER, Script, pairs
 from streams.topology import Topology, dead
@@ -28,19 +31,14 @@ MAX_ROUNDS = 64
 
 
 class Committer:
-    def __init__(self, client: redis.Redis, topology: Topology, group: str) -> None:
-        self.client = client
+    def __init__(self, nodes: Nodes, topology: Topology, group: str) -> None:
+        self.nodes = nodes
         self.topology = topology
         self.group = group
-        self.loaded: set[str] = set()  # script shas known to be on the server
         # Called before each round trip with its number (0, 1, ...): a test
         # stops the worker there, as a kill -9 would, to check every point
         # between sub-steps.
         self.before_round: Callable[[int], None] | None = None
-
-    def forget_scripts(self) -> None:
-        """After a reconnect the server may be a new one, without our scripts."""
-        self.loaded.clear()
 
     def commit(self, batch: list[Delivery]) -> None:
         """Apply the outcome of every decided message; a command that fails
@@ -55,10 +53,7 @@ class Committer:
             results = self._execute(todo)
             again: list[Delivery] = []
             for delivery, result in zip(todo, results, strict=True):
-                if isinstance(result, redis.exceptions.NoScriptError):
-                    self.loaded.clear()  # Redis restarted and lost its script cache
-                    again.append(delivery)
-                elif isinstance(result, Exception):
+                if isinstance(result, Exception):
                     delivery.error = result
                 elif (
                     isinstance(delivery.outcome, Apply)
@@ -104,40 +99,21 @@ class Committer:
         return rounds
 
     def _run(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
-        """EVALSHA each call, loading what the server lacks; one round trip
-        (two if the server lost its scripts)."""
-        for _attempt in range(2):
-            loads = self._loads(script for script, _, _ in calls)
-            commands = [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]
-            results = execute_all(self.client, loads + commands)[len(loads):]
-            if not any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
-                return results
-            self.loaded.clear()
-        return results
-
-    def _loads(self, scripts: Any) -> list[tuple[Any, ...]]:
-        loads: list[tuple[Any, ...]] = []
-        for script in scripts:
-            if script.sha not in self.loaded:
-                loads.append(("SCRIPT", "LOAD", script.source))
-                self.loaded.add(script.sha)
-        return loads
+        """EVALSHA each call, in one round trip per node; confirmed by a replica
+        of each node when there are replicas to wait for."""
+        return self.nodes.execute([("EVALSHA", s, len(k), *k, *a) for s, k, a in calls],
+                                  fence=True)
 
     def _execute(self, deliveries: list[Delivery]) -> list[Any]:
         subject = self.topology.subject
-        scripts = [
-            d.outcome.step.script(subject) if isinstance(d.outcome, Apply) else DEAD_LETTER
-            for d in deliveries if isinstance(d.outcome, Apply | Reject)
-        ]
-        commands = self._loads(scripts)
-        loads = len(commands)
+        commands: list[tuple[Any, ...]] = []
         acks: dict[str, list[Delivery]] = {}  # plain acknowledgements: one XACK a stream
         sent: list[list[Delivery]] = []  # who each command answers for, in order
         for delivery in deliveries:
             outcome = delivery.outcome
             if isinstance(outcome, Apply):
                 commands.append((
-                    "EVALSHA", outcome.step.script(subject).sha, 1 + len(outcome.keys),
+                    "EVALSHA", outcome.step.script(subject), 1 + len(outcome.keys),
                     delivery.stream, *outcome.keys, self.group, delivery.entry_id,
                     *(outcome.header.as_args() if outcome.header else ()), *outcome.args,
                 ))
@@ -148,7 +124,7 @@ class Committer:
                     outcome.reason, delivery.deliveries, subject,
                 )
                 commands.append((
-                    "EVALSHA", DEAD_LETTER.sha, 2, delivery.stream, dead(delivery.stream),
+                    "EVALSHA", DEAD_LETTER, 2, delivery.stream, dead(delivery.stream),
                     self.group, delivery.entry_id, *pairs(letter.to_fields(subject)),
                 ))
                 sent.append([delivery])
@@ -157,7 +133,7 @@ class Committer:
         for stream, acked in acks.items():
             commands.append(("XACK", stream, self.group, *(d.entry_id for d in acked)))
             sent.append(acked)
-        results = execute_all(self.client, commands)[loads:]
+        results = self.nodes.execute(commands)
         answer = {id(d): result for owners, result in zip(sent, results, strict=True)
                   for d in owners}
         return [answer[id(d)] for d in deliveries]

@@ -25,27 +25,42 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def connect(url: str, *, block_ms: int = 1000) -> redis.Redis:
-    """A synchronous client for a worker; its socket timeout outlasts a blocking read."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=block_ms / 1000 + 5,
-        health_check_interval=30,
-    )
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (sync or asyncio)."""
+    return isinstance(client, redis.RedisCluster | redis.asyncio.RedisCluster)
+
+
+def connect(url: str, *, cluster: bool = False, block_ms: int = 1000) -> Any:
+    """A synchronous client for a worker; its socket timeout outlasts a blocking
+    read. With ``cluster``, ``url`` is any node of a Redis Cluster: the client
+    learns the slots from it and follows MOVED and ASK (``streams.nodes``
+    sends the hot path's commands itself, a round trip per node)."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 2,
+        "socket_timeout": block_ms / 1000 + 5,
+    }
+    if cluster:
+        return redis.RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, health_check_interval=30, **options)
 
 
 def connect_async(
-    url: str, *, max_connections: int = 64, timeout_s: float = 5.0
-) -> redis.asyncio.Redis:
+    url: str, *, cluster: bool = False, max_connections: int = 64, timeout_s: float = 5.0
+) -> Any:
     """An asyncio client for the API.
 
     Requests beyond ``max_connections`` wait (up to ``timeout_s``) for a free
     connection instead of failing, and a command waits up to ``timeout_s`` for
     its answer. When Redis is down a request fails fast (one quick retry) so
-    that the caller gets its 503 at once.
+    that the caller gets its 503 at once. With ``cluster``, ``url`` is any
+    node of a Redis Cluster, and ``max_connections`` is per node.
     """
+    if cluster:
+        return redis.asyncio.RedisCluster.from_url(
+            url, decode_responses=True, max_connections=max_connections,
+            socket_connect_timeout=min(1.0, timeout_s), socket_timeout=timeout_s,
+        )
     pool: redis.asyncio.BlockingConnectionPool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,

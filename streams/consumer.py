@@ -1,9 +1,10 @@
 """The consumer runner: reads a group's streams, asks handlers what to do,
 and applies their outcomes to Redis in batches.
 
-One round trip reads a batch (XREADGROUP ... COUNT n BLOCK ms); one pipeline
-applies it: for each message its atomic Lua step (state change + outcome
-event + XACK), its dead-lettering, or its plain XACK.
+One round trip reads a batch (XREADGROUP ... COUNT n BLOCK ms; on a cluster,
+a round trip per master: ``streams.reading``); one pipeline applies it: for
+each message its atomic Lua step (state change + outcome event + XACK), its
+dead-lettering, or its plain XACK.
 
 Recovery, all of it counted by Redis rather than in memory:
 
@@ -22,6 +23,12 @@ Recovery, all of it counted by Redis rather than in memory:
   claimed from a consumer that was merely slow changes nothing twice.
 - In the same pass it trims its streams to ``retention_s`` of history, never
   past an entry some group has not handled (``streams.retention``).
+- A node that cannot be reached, or (with replicas to wait for) whose
+  replicas did not confirm what was read from it or written there, closes a
+  gate (``streams.gates``): what came from it or waits on it is kept in
+  memory, not handled and not counted as a failed delivery, and claimed
+  back once the node (or, after a failover, its successor) shows it holds
+  it. The other nodes go on meanwhile.
 
 ``run(once=True)`` handles everything there is, retrying at once rather than
 after a backoff, and returns: the deterministic mode for tests.
@@ -34,6 +41,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -43,12 +51,26 @@ from streams.commit import Committer
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
 from streams.delivery import Delivery, Middleware, reject
 from streams.envelope import Envelope, MalformedEntry
+from streams.gates import Gates, describe
+from streams.nodes import TRANSIENT, Nodes, is_transient
 from streams.outcomes import Ack, Outcome
+from streams.reading import Read, Reader
 from streams.topology import Topology, check_partitions, is_dead
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Outcome]
+
+
+@dataclass(slots=True)
+class Later:
+    """A message of ours to claim back and handle again: at ``at`` (monotonic),
+    if it has been idle ``idle_ms`` (else another consumer took it), and once
+    the gate of ``gate`` (a key) is open, if any."""
+
+    at: float
+    idle_ms: int
+    gate: str | None = None
 
 
 class Consumer:
@@ -58,7 +80,7 @@ class Consumer:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Any,
         topology: Topology,
         group: str,
         handlers: Mapping[str, Handler],
@@ -71,6 +93,9 @@ class Consumer:
         claim_idle_ms: int = 10_000,
         retention_s: float | None = None,
         middleware: Sequence[Middleware] = (),
+        wait_replicas: int = 0,
+        wait_ms: int = 1000,
+        poll_ms: int = 20,
     ) -> None:
         unknown = {t for t in handlers if t != DEAD_LETTER_TYPE and topology.event(t) is None}
         if unknown:
@@ -94,12 +119,15 @@ class Consumer:
         # Event.set() there deadlocks if the signal lands while the main thread
         # holds the Event's lock inside wait().
         self._stopping = False
-        self.committer = Committer(client, topology, group)
+        self.nodes = Nodes(client, prefix=topology.name, replicas=wait_replicas, wait_ms=wait_ms)
+        self.committer = Committer(self.nodes, topology, group)
+        self.reader = Reader(self.nodes, topology, group, self.name, batch_size, poll_ms)
+        self.gates = Gates(self.nodes, group)
         self._label = topology.subject.removesuffix("_id")
-        # Messages of ours whose handler raised: (stream, id) -> (when to retry,
-        # the idle time the retry waits for). Lost on a crash, which is fine:
-        # the entries stay pending and XAUTOCLAIM finds them.
-        self._retries: dict[tuple[str, str], tuple[float, int]] = {}
+        # Messages of ours to handle again: after a handler raised (a backoff),
+        # or once a gate opens. Lost on a crash, which is fine: the entries
+        # stay pending and XAUTOCLAIM finds them.
+        self._retries: dict[tuple[str, str], Later] = {}
         self._maintain_at = 0.0
 
     def _streams_for(self, handlers: Iterable[str]) -> list[str]:
@@ -137,15 +165,14 @@ class Consumer:
 
     def ensure_groups(self) -> None:
         """Create the group on every stream, idempotently, from the beginning."""
-        for stream in self.streams:
-            try:
-                self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        commands = [("XGROUP", "CREATE", s, self.group, "0", "MKSTREAM") for s in self.streams]
+        for answer in self.nodes.execute(commands):
+            if isinstance(answer, BaseException) and "BUSYGROUP" not in str(answer):
+                raise answer
 
     def run(self, once: bool = False) -> None:
-        """Handle messages until ``stop()``; with ``once``, until none is left."""
+        """Handle messages until ``stop()``; with ``once``, until none is left
+        that can be handled now."""
         outage: recovery.Outage | None = None
         prepared = False
         while not self.stopping:
@@ -153,20 +180,22 @@ class Consumer:
                 if not prepared:
                     check_partitions(self.client, self.topology)
                     self.ensure_groups()
-                    self.committer.forget_scripts()
+                    self.nodes.forget_scripts()
                     self.handle_pending()
                     prepared = True
                 if outage:
                     outage.over()
                     outage = None
+                if self.gates:
+                    self.gates.try_due(now=None if once else time.monotonic())
                 if once or time.monotonic() >= self._maintain_at:
                     self.maintain()
                 if self._retries:
                     self.retry_due(now=None if once else time.monotonic())
                 handled = self.handle_new(block_ms=None if once else self._block_ms())
-                if once and not handled and not self._retries:
+                if once and not handled and not self._ready_retries():
                     return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except TRANSIENT as exc:
                 outage = outage or recovery.Outage(self.group, exc)
                 self._pause(outage.next_delay())
                 prepared = False
@@ -176,29 +205,41 @@ class Consumer:
                 log.warning("%s: a stream or group vanished (%s); recreating", self.group, exc)
                 prepared = False
 
+    def _ready_retries(self) -> bool:
+        """Whether a message waits to be handled again that is not behind a gate."""
+        return any(not (later.gate and self.gates.waits(later.gate))
+                   for later in self._retries.values())
+
     def _block_ms(self) -> int:
-        """Block for new messages, but not past the next retry or maintenance."""
-        wake = min([self._maintain_at, *(at for at, _ in self._retries.values())])
+        """Block for new messages, but not past the next retry, gate or maintenance."""
+        wake = min([self._maintain_at, self.gates.next_try(),
+                    *(later.at for later in self._retries.values() if not later.gate)])
         until = int((wake - time.monotonic()) * 1000)
         return max(1, min(self.block_ms, until))
 
     def maintain(self) -> None:
         """Claim what other consumers left idle too long, forget consumers long
-        gone, trim the streams."""
-        self.claim_idle()
-        self.forget_consumers()
-        if self.retention_s is not None:
-            live = [s for s in self.streams if not is_dead(s)]
-            trimmed = retention.trim(self.client, self.topology, live, self.retention_s)
-            for stream, removed in trimmed.items():
-                if removed:
-                    log.debug("%s: trimmed %d entries from %s", self.group, removed, stream)
+        gone, trim the streams. A node that does not answer is skipped this time."""
+        for task in (self.claim_idle, self.forget_consumers, self._trim):
+            try:
+                task()
+            except TRANSIENT as exc:
+                log.debug("%s: %s skipped this time: %s", self.group, task.__name__, exc)
         self._maintain_at = time.monotonic() + max(0.1, self.claim_idle_ms / 2000)
+
+    def _trim(self) -> None:
+        if self.retention_s is None:
+            return
+        live = [s for s in self.streams if not is_dead(s) and not self.gates.waits(s)]
+        trimmed = retention.trim(self.client, self.topology, live, self.retention_s)
+        for stream, removed in trimmed.items():
+            if removed:
+                log.debug("%s: trimmed %d entries from %s", self.group, removed, stream)
 
     def forget_consumers(self, after_s: float = recovery.FORGET_CONSUMERS_AFTER_S) -> list[str]:
         """Remove consumers of this group that hold nothing and have been idle
         for ``after_s``; return their names."""
-        gone = recovery.forget_consumers(self.client, self.group, self.streams, self.name, after_s)
+        gone = recovery.forget_consumers(self.nodes, self.group, self.streams, self.name, after_s)
         if gone:
             log.info("%s: forgot consumers idle over %.0fs with nothing pending: %s",
                      self.group, after_s, ", ".join(gone))
@@ -212,89 +253,63 @@ class Consumer:
 
     def handle_new(self, block_ms: int | None = None) -> int:
         """Read and handle one batch of new messages; return how many."""
-        reply = self.client.xreadgroup(
-            self.group, self.name, {s: ">" for s in self.streams},
-            count=self.batch_size, block=block_ms,
-        )
-        batch = [
-            self._delivery(stream, entry_id, fields)
-            for stream, entries in _entries(reply)
-            for entry_id, fields in entries
-        ]
-        self.handle(batch)
-        return len(batch)
+        return self._take(self.reader.new(self.streams, self.gates, block_ms))
 
     def handle_pending(self) -> int:
         """One pass over this consumer's own pending entries, left by a crash;
         return how many were handled."""
-        cursor = {s: "0" for s in self.streams}
-        handled = 0
-        while cursor and not self.stopping:
-            reply = self.client.xreadgroup(
-                self.group, self.name, cursor, count=self.batch_size
-            )
-            batch: list[Delivery] = []
-            for stream, entries in _entries(reply):
-                if not entries:
-                    cursor.pop(stream, None)
-                    continue
-                cursor[stream] = entries[-1][0]
-                batch += [self._delivery(stream, i, f) for i, f in entries]
-            if not batch:
-                break
-            recovery.count_deliveries(self.client, self.group, batch)
-            self.handle(batch)
-            handled += len(batch)
-        return handled
+        return sum(self._take(read, count=True)
+                   for read in self.reader.own_pending(self.streams, lambda: self.stopping))
 
     def claim_idle(self) -> int:
         """XAUTOCLAIM entries of this group idle longer than ``claim_idle_ms``
         (left by a dead or stuck consumer, or our own failures waiting for a
         retry), handle them, and return how many."""
         handled = 0
-        for stream in self.streams:
-            start = "0-0"
-            while not self.stopping:
-                next_start, entries, *_deleted = self.client.xautoclaim(
-                    stream, self.group, self.name, self.claim_idle_ms, start,
-                    count=self.batch_size,
-                )
-                batch = [self._delivery(stream, i, f) for i, f in entries]
-                if batch:
-                    log.warning("%s: claimed %d message(s) of %s pending over %dms (a consumer "
-                                "died, is stuck, or waits to retry)",
-                                self.group, len(batch), stream, self.claim_idle_ms)
-                    recovery.count_deliveries(self.client, self.group, batch)
-                    self.handle(batch)
-                    handled += len(batch)
-                if next_start == "0-0" or not batch:
-                    break
-                start = next_start
+        streams = [s for s in self.streams if not self.gates.waits(s)]
+        for read in self.reader.claim(streams, self.claim_idle_ms, lambda: self.stopping):
+            if read.entries:
+                where = ", ".join(sorted({s for s, _, _ in read.entries}))
+                log.warning("%s: claimed %d message(s) of %s pending over %dms (a consumer "
+                            "died, is stuck, or waits to retry)",
+                            self.group, len(read.entries), where, self.claim_idle_ms)
+            handled += self._take(read, count=True)
         return handled
 
     def retry_due(self, now: float | None = None) -> int:
-        """Claim back and handle our failed messages whose backoff is over (all
-        of them when ``now`` is None); return how many."""
+        """Claim back and handle our messages whose backoff is over (all of them
+        when ``now`` is None), and those whose gate opened; return how many."""
         due = [
-            (stream, entry_id, min_idle)
-            for (stream, entry_id), (at, min_idle) in self._retries.items()
-            if now is None or at <= now
+            (stream, entry_id, later)
+            for (stream, entry_id), later in self._retries.items()
+            if (now is None or later.at <= now)
+            and not (later.gate and self.gates.waits(later.gate))
         ]
         if not due:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for stream, entry_id, min_idle in due:
-            # The idle condition makes the claim fail if another consumer took
-            # the message meanwhile (its claim reset the idle time).
-            pipe.xclaim(stream, self.group, self.name, 0 if now is None else min_idle,
-                        [entry_id])
-        batch: list[Delivery] = []
-        for (stream, entry_id, _), claimed in zip(due, pipe.execute(), strict=True):
+        for stream, entry_id, _ in due:
             del self._retries[(stream, entry_id)]
-            batch += [self._delivery(stream, i, f) for i, f in claimed]
-        if batch:
-            recovery.count_deliveries(self.client, self.group, batch)
-            self.handle(batch)
+        # The idle condition makes the claim fail if another consumer took the
+        # message meanwhile (its claim reset the idle time).
+        return self._take(self.reader.reclaim([
+            (stream, entry_id, 0 if now is None else later.idle_ms)
+            for stream, entry_id, later in due]), count=True)
+
+    def _take(self, read: Read, count: bool = False) -> int:
+        """Handle what a read brought; what waits on a node waits behind its gate."""
+        for key, error in read.failed:
+            self.gates.close(key, error)
+        now = time.monotonic()
+        for stream, entry_id, why in read.waiting:
+            key = getattr(why, "key", "") or stream
+            self.gates.close(key, why)
+            self._retries[(stream, entry_id)] = Later(now, 0, key)
+        batch = [self._delivery(stream, i, f) for stream, i, f in read.entries]
+        if batch and count:
+            counts = self.reader.deliveries([(d.stream, d.entry_id) for d in batch])
+            for delivery in batch:
+                delivery.deliveries = counts[(delivery.stream, delivery.entry_id)]
+        self.handle(batch)
         return len(batch)
 
     # -- handling --------------------------------------------------------------
@@ -304,13 +319,24 @@ class Consumer:
         if not batch:
             return
         errors = recovery.last_errors(
-            self.client, self.topology, self.group,
+            self.nodes, self.topology, self.group,
             [d for d in batch if d.deliveries > self.max_deliveries],
         )
         for delivery in batch:
             self._decide(delivery, errors)
         self.committer.commit(batch)
-        failed = [d for d in batch if d.error is not None]
+        failed = []
+        now = time.monotonic()
+        for delivery in batch:
+            if delivery.error is None:
+                continue
+            if is_transient(delivery.error):  # not the handler's fault: wait for its node
+                key = getattr(delivery.error, "key", "") or delivery.stream
+                self.gates.close(key, delivery.error)
+                self._retries[(delivery.stream, delivery.entry_id)] = Later(now, 0, key)
+                delivery.waits = describe(getattr(delivery.error, "node", "?"), delivery.error)
+            else:
+                failed.append(delivery)
         if failed:
             self._remember_failures(failed)
         for delivery in batch:
@@ -328,9 +354,10 @@ class Consumer:
         now = time.monotonic()
         for delivery in failed:
             wait = delivery.retry_in_s = self.backoff_s(delivery.deliveries)
-            self._retries[(delivery.stream, delivery.entry_id)] = (now + wait, int(wait * 1000))
+            self._retries[(delivery.stream, delivery.entry_id)] = Later(now + wait,
+                                                                        int(wait * 1000))
         try:
-            recovery.record_errors(self.client, self.topology, self.group, failed)
+            recovery.record_errors(self.nodes, self.topology, self.group, failed)
         except redis.RedisError as exc:  # the message stays pending and is retried anyway
             log.warning("%s: could not record %d error(s): %s", self.group, len(failed), exc)
 
@@ -370,8 +397,3 @@ class Consumer:
             delivery.outcome = handler(delivery.event)
         except Exception as exc:  # retried, then dead-lettered; logged by middleware
             delivery.error = exc
-
-
-def _entries(reply: Any) -> list[tuple[str, list]]:
-    """XREADGROUP's RESP2 reply as (stream, entries) pairs."""
-    return [(stream, entries) for stream, entries in reply or []]

@@ -28,6 +28,7 @@ class Delivery:
     result: Any = None
     error: BaseException | None = None
     retry_in_s: float = 0.0  # after an error: when the runner tries again
+    waits: str | None = None  # after a node's failure: what it waits for
     elapsed_ms: float = 0.0
     hooks: list[Generator[None, Delivery, None]] = field(default_factory=list)
 

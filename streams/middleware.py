@@ -43,7 +43,12 @@ def log_outcome(delivery: Delivery) -> Generator[None, Delivery, None]:
         "entry_id": delivery.entry_id,
         "elapsed_ms": round(delivery.elapsed_ms, 2),
     }
-    if delivery.error is not None:
+    if delivery.waits is not None:
+        log.warning(
+            "%-12s %s=%s waits: %s; handled again once it is back",
+            group, label, subject, delivery.waits, extra=extra | {"outcome": "waiting"},
+        )
+    elif delivery.error is not None:
         log.error(
             "%-12s %s=%s failed on delivery %d (%s: %s); retrying in %.1fs",
             group, label, subject, delivery.deliveries, type(delivery.error).__name__,

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import redis
 
 from streams.delivery import Delivery
+from streams.nodes import Nodes
 from streams.scripts import Script
 from streams.topology import Topology
 
@@ -57,53 +58,49 @@ def backoff_s(deliveries: int, first_s: float, longest_s: float) -> float:
     return min(first_s * 2 ** max(0, deliveries - 1), longest_s)
 
 
-def count_deliveries(client: redis.Redis, group: str, batch: list[Delivery]) -> None:
-    """Fill in how many times Redis has delivered each re-read message."""
-    pipe = client.pipeline(transaction=False)
-    for delivery in batch:
-        pipe.xpending_range(delivery.stream, group, delivery.entry_id, delivery.entry_id, 1)
-    for delivery, rows in zip(batch, pipe.execute(), strict=True):
-        delivery.deliveries = rows[0]["times_delivered"] if rows else 1
-
-
 def record_errors(
-    client: redis.Redis, topology: Topology, group: str, failed: list[Delivery]
+    nodes: Nodes, topology: Topology, group: str, failed: list[Delivery]
 ) -> None:
     """Keep the error of each failed delivery, for ERROR_TTL_S."""
-    pipe = client.pipeline(transaction=False)
-    for delivery in failed:
-        error = delivery.error
-        pipe.set(topology.delivery_error(group, delivery.stream, delivery.entry_id),
-                 f"{type(error).__name__}: {error}", ex=ERROR_TTL_S)
-    pipe.execute()
+    answers = nodes.execute([
+        ("SET", topology.delivery_error(group, d.stream, d.entry_id),
+         f"{type(d.error).__name__}: {d.error}", "EX", ERROR_TTL_S) for d in failed])
+    for answer in answers:
+        if isinstance(answer, redis.RedisError):
+            raise answer
 
 
 def last_errors(
-    client: redis.Redis, topology: Topology, group: str, batch: list[Delivery]
+    nodes: Nodes, topology: Topology, group: str, batch: list[Delivery]
 ) -> dict[tuple[str, str], str]:
-    """The last recorded error of each message, by (stream, entry id)."""
+    """The last recorded error of each message, by (stream, entry id): one GET
+    each (each key is in its stream's slot), in one round trip per node."""
     if not batch:
         return {}
-    found = client.mget([topology.delivery_error(group, d.stream, d.entry_id) for d in batch])
-    return {(d.stream, d.entry_id): e for d, e in zip(batch, found, strict=True) if e}
+    found = nodes.execute([("GET", topology.delivery_error(group, d.stream, d.entry_id))
+                           for d in batch])
+    return {(d.stream, d.entry_id): e for d, e in zip(batch, found, strict=True)
+            if isinstance(e, str)}
 
 
 def forget_consumers(
-    client: redis.Redis, group: str, streams: Iterable[str], keep: str, after_s: float
+    nodes: Nodes, group: str, streams: Iterable[str], keep: str, after_s: float
 ) -> list[str]:
     """Remove the group's consumers that hold nothing and have been idle for
     ``after_s`` (never ``keep``); return their names."""
-    pipe = client.pipeline(transaction=False)
-    for stream in streams:
-        pipe.eval(FORGET_CONSUMERS.source, 1, stream, group, int(after_s * 1000), keep)
-    return sorted({name for names in pipe.execute() for name in names})
+    answers = nodes.execute([("EVALSHA", FORGET_CONSUMERS, 1, stream, group,
+                              int(after_s * 1000), keep) for stream in streams])
+    for answer in answers:
+        if isinstance(answer, BaseException) and "NOGROUP" not in str(answer):
+            raise answer
+    return sorted({name for names in answers if isinstance(names, list) for name in names})
 
 
 class Outage:
     """Backs off while Redis is unreachable, logging one line when it starts
     and one when it ends, rather than a traceback per poll."""
 
-    def __init__(self, group: str, exc: Exception) -> None:
+    def __init__(self, group: str, exc: BaseException) -> None:
         self.group = group
         self.started = time.monotonic()
         self.delay = 0.1

@@ -99,16 +99,18 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-# Move one message to its dead-letter stream and acknowledge it, atomically.
+# Move one message to its dead-letter stream and acknowledge it, atomically;
+# a message no longer pending (its dead letter was written by an earlier run
+# whose answer was lost, or it was handled) is left alone: sent twice, it is
+# dead-lettered once.
 # KEYS: input stream, dead stream. ARGV: group, entry id, then field/value pairs.
 DEAD_LETTER = Script(
     "dead_letter",
     """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return id
+return redis.call('XADD', KEYS[2], '*', unpack(fields))
 """,
 )
 

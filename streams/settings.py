@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,20 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Where Redis is (REDIS_URL)."
     )
+    redis_cluster_url: str | None = Field(
+        None, description="Any node of a Redis Cluster (REDIS_CLUSTER_URL); when set, it is "
+        "used instead of REDIS_URL.",
+    )
+    redis_wait_replicas: int | None = Field(
+        None, ge=0, le=16,
+        description="Replicas that must hold a write before it counts: an order before its 202, "
+        "an event before a worker acts on it (REDIS_WAIT_REPLICAS). Default: 1 on a cluster, "
+        "0 on a single server.",
+    )
+    redis_wait_ms: int = Field(
+        1000, ge=1, le=60_000,
+        description="How long one WAIT for those replicas lasts (REDIS_WAIT_MS).",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="text: one readable line per event; json: one JSON object per line."
     )
@@ -35,6 +49,31 @@ class Settings(BaseSettings):
         description="How many partitions each stream is split into (PARTITIONS); fixed "
         "for the life of the data.",
     )
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the data lives on a Redis Cluster."""
+        return bool(self.redis_cluster_url)
+
+    @property
+    def redis_target(self) -> str:
+        """The URL the process connects to: the cluster's node, or the server."""
+        return self.redis_cluster_url or self.redis_url
+
+    @property
+    def wait_replicas(self) -> int:
+        """How many replicas must confirm a write (see ``redis_wait_replicas``)."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.cluster else 0
+
+    @model_validator(mode="after")
+    def _tagged_on_a_cluster(self) -> Settings:
+        if self.cluster and self.partitions < 2:
+            raise ValueError(
+                "on a Redis Cluster every key an atomic step touches must carry a partition's "
+                "hash tag, which needs PARTITIONS of 2 or more (4 per master is a good start)")
+        return self
 
 
 class WorkerSettings(Settings):
@@ -55,6 +94,11 @@ class WorkerSettings(Settings):
     worker_claim_idle_ms: int = Field(
         10_000, ge=10,
         description="A message pending this long (its consumer died) is claimed by another.",
+    )
+    worker_poll_ms: int = Field(
+        20, ge=1, le=1000,
+        description="On a cluster, where reads cannot block across slots: the longest an "
+        "idle worker waits between polls (WORKER_POLL_MS).",
     )
     stream_retention_s: float = Field(
         3600, ge=0,

@@ -40,7 +40,8 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
     batch, exit 0."""
     logs.configure(settings.log_format, settings.log_level)
     group = worker.group
-    client = connect(settings.redis_url, block_ms=settings.worker_block_ms)
+    client = connect(settings.redis_target, cluster=settings.cluster,
+                     block_ms=settings.worker_block_ms)
     consumer = worker.consumer(
         client,
         settings.partitions,
@@ -52,6 +53,9 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
         claim_idle_ms=settings.worker_claim_idle_ms,
         retention_s=settings.stream_retention_s,
         middleware=middleware.DEFAULT,
+        wait_replicas=settings.wait_replicas,
+        wait_ms=settings.redis_wait_ms,
+        poll_ms=settings.worker_poll_ms,
     )
 
     def stop(signum: int, _frame: object) -> None:
@@ -61,9 +65,10 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("%s: consumer %s reading %d stream(s) of %d partition(s) on %s: %s", group,
+    log.info("%s: consumer %s reading %d stream(s) of %d partition(s) on %s%s: %s", group,
              consumer.name, len(consumer.streams), settings.partitions,
-             redacted(settings.redis_url), _summary(consumer.streams))
+             "the cluster at " if settings.cluster else "", redacted(settings.redis_target),
+             _summary(consumer.streams))
     # What exists now lives as long as the process: spare the cyclic garbage
     # collector from walking it again with every batch's allocations.
     gc.freeze()

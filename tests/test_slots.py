@@ -17,7 +17,7 @@ import fakeredis
 import pytest
 from fastapi.testclient import TestClient
 
-from streams import commit
+from streams import nodes
 from tests.conftest import api_app, bearer, make_token
 from tests.shop import Shop
 
@@ -101,7 +101,7 @@ def test_no_step_spans_two_slots_at_four_partitions(
     sync = sync_cls(server=fake_server, decode_responses=True)
     # The runner sends its batches past redis-py's command path (one write):
     # record what it sends there too.
-    sent = commit.execute_all
+    sent = nodes.execute_all
 
     def execute_all(client: Any, commands: Any) -> list[Any]:
         for command in commands:
@@ -109,7 +109,7 @@ def test_no_step_spans_two_slots_at_four_partitions(
         return sent(client, commands)
 
     shop = Shop(sync, lambda: async_cls(server=fake_server, decode_responses=True), partitions=4)
-    monkeypatch.setattr(commit, "execute_all", execute_all)
+    monkeypatch.setattr(nodes, "execute_all", execute_all)
     for product, stock in (("item1", 100), ("item2", 1), ("item3", 50), ("item4", 100)):
         shop.product(product, stock)
     for customer in ("alice", "bob", "carol", "dave", "erin"):
