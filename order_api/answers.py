@@ -20,6 +20,7 @@ from order_api.errors import (
     NotFound,
     OutcomeUnknown,
     Unauthorized,
+    Unavailable,
     Unprocessable,
 )
 
@@ -53,6 +54,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Forbidden)
     async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
         return _problem(403, str(exc))
+
+    @app.exception_handler(Unavailable)
+    async def not_now(_: Request, exc: Unavailable) -> JSONResponse:
+        return _problem(503, str(exc), **{"Retry-After": "1"})
 
     @app.exception_handler(OutcomeUnknown)
     async def unknown(_: Request, exc: OutcomeUnknown) -> JSONResponse:
@@ -93,6 +98,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
+    # A cluster with a slot that has no master now (a failover under way).
+    @app.exception_handler(redis.exceptions.ClusterError)
+    @app.exception_handler(redis.exceptions.TryAgainError)
+    @app.exception_handler(redis.exceptions.RedisClusterException)
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
         log.warning("redis unreachable: %s", exc)
         return _problem(503, "the data store is unreachable and nothing was done; try again "

@@ -6,7 +6,9 @@ Records are read and written through their redis-om models (``get``,
 hash, so a create or an edit runs it inside an optimistic transaction
 (WATCH the record, MULTI, ``save`` into the transaction, EXEC): a create
 finds a taken id, and an edit that raced a worker's stock or balance change
-is done again on the new record instead of writing the old stock back.
+is done again on the new record instead of writing the old stock back. On
+a cluster the transaction runs on the master of the record's slot
+(``connection.one_slot``): every key it touches is in that slot.
 Restocking is a Lua script on the same hash, atomic with the workers' takes.
 """
 
@@ -23,6 +25,7 @@ from order_api.errors import Conflict, NotFound
 from order_api.models import Customer, Product
 from order_api.schemas import CustomerIn, ProductIn, ProductPatch
 from shop import keys
+from streams.connection import one_slot
 from streams.scripts import Script, evaluate
 from streams.topology import Topology
 
@@ -118,7 +121,7 @@ async def index_customers(r: redis.asyncio.Redis, topology: Topology) -> int:
 async def _create(r: redis.asyncio.Redis, record: Record) -> Record:
     """Write a new record; a taken id is a conflict, never an overwrite."""
     key = record.key()
-    async with r.pipeline(transaction=True) as pipe:
+    async with one_slot(r, key) as client, client.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(key)
             if await pipe.exists(key):
@@ -143,7 +146,7 @@ async def _edit(
     record meanwhile (its stock, a balance)."""
     key = model.make_primary_key(pk)
     while True:
-        async with r.pipeline(transaction=True) as pipe:
+        async with one_slot(r, key) as client, client.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
                 record = await _read(model, pk)

@@ -34,3 +34,7 @@ class OutcomeUnknown(Exception):
     def __init__(self, order_id: str, cause: str) -> None:
         super().__init__(cause)
         self.order_id = order_id
+
+
+class Unavailable(Exception):
+    """The data store cannot serve the request now, for the reason given (503)."""

@@ -46,10 +46,11 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
                         "%s:%d may do anything", settings.api_host, settings.api_port)
         if client is None:
             app.state.redis = connect_async(
-                settings.redis_url, max_connections=settings.api_redis_connections,
+                settings.redis_target, cluster=settings.cluster,
+                max_connections=settings.api_redis_connections,
                 timeout_s=settings.api_redis_timeout_s,
             )
-            app.state.intake = AutoPipeline(app.state.redis)
+            app.state.intake = intake(app.state.redis, settings)
         models.bind(app.state.redis, app.state.topology)
         try:
             await check_partitions_async(app.state.redis, app.state.topology)
@@ -94,9 +95,17 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
     app.state.topology = SHOP.with_partitions(settings.partitions)
     if client is not None:
         app.state.redis = client
-        app.state.intake = AutoPipeline(client)
+        app.state.intake = intake(client, settings)
         models.bind(client, app.state.topology)
     return app
+
+
+def intake(client: redis.asyncio.Redis, settings: ApiSettings) -> AutoPipeline:
+    """The auto pipeline the hot path sends through: an order is answered once
+    ``REDIS_WAIT_REPLICAS`` replicas hold it, and on a cluster a command is
+    tried again through a failover for up to ``API_REDIS_TIMEOUT_S``."""
+    return AutoPipeline(client, replicas=settings.wait_replicas, wait_ms=settings.redis_wait_ms,
+                        retry_s=settings.api_redis_timeout_s)
 
 
 class HotPath:

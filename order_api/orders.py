@@ -38,6 +38,7 @@ from shop.events import OrderCreated, OrderLine
 from shop.topology import ORDERS_CREATED, customer_partition
 from streams.autopipeline import AutoPipeline, NotSent
 from streams.envelope import Header, lua_publish
+from streams.nodes import Unconfirmed
 from streams.scripts import Script, evaluate
 from streams.topology import Topology
 
@@ -54,11 +55,17 @@ def _create(subject: str) -> Script:
 --       pending orders, orders.created, customer, [the Idempotency-Key's record]
 -- ARGV: the event's header (5: event id, order id, occurred at, causation, version),
 --       created ms, body digest, key ttl, customer id, lines (JSON), total, event data
--- This very request, sent again after a dropped connection: it was placed.
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+-- This very request, sent again after a dropped connection or an unconfirmed
+-- write: it was placed. Each such answer writes (the same value again), so that a
+-- WAIT after it waits for a replica to hold the order, whoever wrote it first.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'id', ARGV[2])
+  return {'exists'}
+end
 if #KEYS == 8 then
   local prior = redis.call('HMGET', KEYS[8], 'order_id', 'digest')
   if prior[1] then
+    redis.call('HSET', KEYS[8], 'order_id', prior[1])
     return {prior[2] == ARGV[7] and 'replayed' or 'mismatch', prior[1]}
   end
 end
@@ -164,14 +171,15 @@ async def place(
         script_keys.append(keys.idempotency(customer_id, idempotency_key, tag))
         digest = hashlib.sha256(body.model_dump_json(exclude={"customer_id"}).encode()).hexdigest()
     try:
-        answer = await evaluate(via, _create(topology.subject), script_keys, [
+        answer = await _run(via, _create(topology.subject), script_keys, [
             *header.as_args(), created_ms, digest, idempotency_ttl_s, customer_id,
             json.dumps([line.model_dump() for line in lines], separators=(",", ":")), total,
             created.model_dump_json(),
         ])
     except NotSent:
         raise
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            Unconfirmed) as exc:
         log.warning("%-12s order=%s outcome unknown: %s", "api", order_id, exc,
                     extra={"order_id": order_id})
         raise OutcomeUnknown(order_id, str(exc)) from exc
@@ -203,6 +211,17 @@ async def place(
         total_cents=total, lines=[LineOut(**line.model_dump()) for line in lines],
         created_at=header.occurred_at, updated_at=header.occurred_at, history=[first],
     ), False
+
+
+async def _run(via: Any, script: Script, keys_: list[str], args: list[Any]) -> Any:
+    """The create script; through the auto pipeline, answered once a replica
+    holds what it wrote (when the API waits for replicas)."""
+    if not isinstance(via, AutoPipeline):
+        return await evaluate(via, script, keys_, args)
+    try:
+        return await via.evalsha(script.sha, len(keys_), *keys_, *args, durable=True)
+    except redis.exceptions.NoScriptError:
+        return await via.eval(script.source, len(keys_), *keys_, *args, durable=True)
 
 
 async def _prices(via: Any, product_ids: list[str]) -> dict[str, int]:

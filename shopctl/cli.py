@@ -33,7 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--api-port", type=int, help="port of the API (8000)")
     up.add_argument("--data-dir", type=Path, help="where the embedded Redis keeps data (.data)")
     up.add_argument("--partitions", type=int,
-                    help="partitions of each stream (1); fixed for the life of the data folder")
+                    help="partitions of each stream (1; 4 per master on a cluster); fixed for "
+                    "the life of the data folder")
+    up.add_argument("--cluster", action="store_const", const=True,
+                    help="run on a local Redis Cluster (3 masters, 3 replicas on ports "
+                    "7000-7005; data in DATA_DIR/cluster) instead of one Redis")
+    up.add_argument("--cluster-port", dest="redis_cluster_port", type=int,
+                    help="first port of the local cluster's nodes (7000)")
+    up.add_argument("--cluster-masters", type=int, help="masters of the local cluster (3)")
+    up.add_argument("--cluster-replicas", type=int, help="replicas of each master (1)")
+    up.add_argument("--cluster-node-timeout-ms", type=int,
+                    help="how long a silent node waits before its replica takes over (3000)")
+    up.add_argument("--redis-cluster-url",
+                    help="use this Redis Cluster (any node's URL) instead of a local one")
     up.add_argument("--payment-workers", type=int, help="payment worker processes (1)")
     up.add_argument("--inventory-workers", type=int, help="inventory worker processes (1)")
     up.add_argument("--projectors", type=int, help="order status projector processes (1)")

@@ -55,14 +55,14 @@ def _brief(record: dict) -> str:
 
 
 def seed(api_url: str, redis_url: str, data_dir: Path, *, records: bool = True,
-         say: Callable[[str], None] = print) -> dict[str, str]:
+         say: Callable[[str], None] = print, cluster: bool = False) -> dict[str, str]:
     """What a first start needs: an operator token, the demo records (loaded with
     it through the API), and alice's and bob's tokens, each kept in
     ``data_dir/tokens``. Returns the tokens, by who they are for. Safe to run
     again: what exists and works is kept."""
 
     async def ensure(customers: list[str]) -> dict[str, str]:
-        async with connect_async(redis_url, max_connections=2) as r:
+        async with connect_async(redis_url, cluster=cluster, max_connections=2) as r:
             return await demo_tokens.ensure(r, data_dir, customers)
 
     found = asyncio.run(ensure([]))

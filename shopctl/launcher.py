@@ -1,16 +1,22 @@
 """Runs the whole system in one terminal, each line prefixed by its process.
 
-Order of start: Redis (unless REDIS_URL names your own), the API, the
+Order of start: Redis (unless REDIS_URL names your own; with ``--cluster``, a
+local Redis Cluster, unless REDIS_CLUSTER_URL names your own), the API, the
 projector, the workers, then demo data through the API. Once the system is
 ready the launcher supervises it: a process that dies (a crash, ``kill -9``)
 is started again after a short backoff, the embedded Redis included (from its
-AOF). Ctrl-C (or SIGTERM) stops the API and workers first, each finishing the
-batch in hand, and Redis last, so nothing is cut off mid-step.
+AOF), and each node of the local cluster: a replica at once, a master once
+its replica has taken its slots over (so that it comes back as a replica of
+the new master, never with less than the cluster confirmed), or after three
+node timeouts if none did. Ctrl-C (or SIGTERM) stops the API and workers
+first, each finishing the batch in hand, and Redis last, so nothing is cut
+off mid-step.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import signal
@@ -29,6 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from access import demo as demo_tokens
 from shopctl import demo, processes
+from shopctl.cluster import ClusterError, LocalCluster, masters_at
 from shopctl.redis_server import PortInUse, RedisServer, port_is_free, wait_until_ready
 from streams.connection import redacted
 
@@ -46,15 +53,26 @@ class LauncherSettings(BaseSettings):
     # No default: unset means "start the embedded server".
     redis_url: str | None = Field(None, description="Use this Redis instead of the embedded one.")
     redis_port: int = Field(6379, description="Port of the embedded Redis (REDIS_PORT).")
+    cluster: bool = Field(False, description="Run on a local Redis Cluster (--cluster).")
+    redis_cluster_url: str | None = Field(
+        None, description="Use this Redis Cluster (any node) instead of a local one.")
+    redis_cluster_port: int = Field(
+        7000, ge=1, le=55535 - 10_000,
+        description="First port of the local cluster's nodes (REDIS_CLUSTER_PORT).")
+    cluster_masters: int = Field(3, ge=3, le=16, description="Masters of the local cluster.")
+    cluster_replicas: int = Field(1, ge=0, le=4, description="Replicas of each master.")
+    cluster_node_timeout_ms: int = Field(
+        3000, ge=500, le=60_000,
+        description="How long a node may be silent before the cluster fails it over.")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, description="Port of the API (API_PORT).")
     data_dir: Path = Field(Path(".data"), description="Where the embedded Redis keeps its AOF.")
     redis_appendfsync: Literal["everysec", "always"] = Field(
         "everysec", description="AOF fsync policy of the embedded Redis (see the README).",
     )
-    partitions: int = Field(
-        1, ge=1, le=1024, description="Partitions of each stream (PARTITIONS); fixed for the "
-        "life of the data folder.",
+    partitions: int | None = Field(
+        None, ge=1, le=1024, description="Partitions of each stream (PARTITIONS; 1, or 4 per "
+        "master on a cluster); fixed for the life of the data folder.",
     )
     payment_workers: int = Field(1, ge=1, le=16)
     inventory_workers: int = Field(1, ge=1, le=16)
@@ -137,12 +155,33 @@ class Launcher:
         self.stop_requested = False
         self.print_lock = threading.Lock()
         self.redis: RedisServer | None = None
+        self.cluster: LocalCluster | None = None
         self.children: list[Child] = []
         self.lock = DataLock(settings.data_dir.resolve())
+        self.dead_since: dict[int, float] = {}  # dead cluster nodes, by port
+
+    @property
+    def on_cluster(self) -> bool:
+        return self.settings.cluster or bool(self.settings.redis_cluster_url)
 
     @property
     def redis_url(self) -> str:
-        return self.settings.redis_url or f"redis://127.0.0.1:{self.settings.redis_port}/0"
+        s = self.settings
+        if s.redis_cluster_url:
+            return s.redis_cluster_url
+        if s.cluster:
+            return f"redis://127.0.0.1:{s.redis_cluster_port}"
+        return s.redis_url or f"redis://127.0.0.1:{s.redis_port}/0"
+
+    @functools.cached_property
+    def partitions(self) -> int:
+        """PARTITIONS as given; else 1, or 4 per master on a cluster."""
+        s = self.settings
+        if s.partitions is not None:
+            return s.partitions
+        if s.redis_cluster_url:
+            return 4 * (len(masters_at(s.redis_cluster_url)) or 1)
+        return 4 * s.cluster_masters if s.cluster else 1
 
     @property
     def api_url(self) -> str:
@@ -173,7 +212,7 @@ class Launcher:
         try:
             self.start()
             code = self.watch()
-        except (PortInUse, TimeoutError, RuntimeError) as exc:
+        except (PortInUse, TimeoutError, RuntimeError, ClusterError) as exc:
             self.say("shopctl", f"error: {exc}")
             code = 1
         finally:
@@ -196,7 +235,11 @@ class Launcher:
                 f"port {s.api_port} is already in use, so the API cannot start: "
                 "set API_PORT to a free port"
             )
-        if s.redis_url:
+        if s.redis_cluster_url:
+            self.say("shopctl", f"using your Redis Cluster at {redacted(s.redis_cluster_url)}")
+        elif s.cluster:
+            self.start_cluster()
+        elif s.redis_url:
             self.say("shopctl", f"using your Redis at {redacted(s.redis_url)}")
             wait_until_ready(s.redis_url)
         else:
@@ -211,13 +254,17 @@ class Launcher:
             self.redis.start()
             self._pump("redis", self.redis.proc)
         env = os.environ | {
-            "REDIS_URL": self.redis_url,
             "API_HOST": s.api_host,
             "API_PORT": str(s.api_port),
             "API_AUTH": str(s.api_auth).lower(),
-            "PARTITIONS": str(s.partitions),
+            "PARTITIONS": str(self.partitions),
             "PYTHONUNBUFFERED": "1",
         }
+        if self.on_cluster:
+            env["REDIS_CLUSTER_URL"] = self.redis_url
+        else:
+            env["REDIS_URL"] = self.redis_url
+            env.pop("REDIS_CLUSTER_URL", None)
         self._spawn("api", "order_api", env)
         for i in range(1, s.projectors + 1):
             name = "projector" if s.projectors == 1 else f"projector-{i}"
@@ -233,6 +280,7 @@ class Launcher:
             return
         if s.api_auth:
             found = demo.seed(self.api_url, self.redis_url, s.data_dir, records=s.demo_data,
+                              cluster=self.on_cluster,
                               say=lambda line: self.say("demo", line))
         else:
             found = {}
@@ -248,8 +296,36 @@ class Launcher:
         else:
             self.say("shopctl", "authentication is OFF (--no-auth): anyone who reaches "
                                 f"{self.api_url} may do anything")
+        redis_at = (f"Redis Cluster at {redacted(self.redis_url)} ({self.partitions} "
+                    "partitions)" if self.on_cluster else f"Redis at {redacted(self.redis_url)}")
         self.say("shopctl", f"ready: API on {self.api_url} (docs at {self.api_url}/docs), "
-                            f"Redis at {redacted(self.redis_url)}. Ctrl-C stops everything.")
+                            f"{redis_at}. Ctrl-C stops everything.")
+
+    def start_cluster(self) -> None:
+        s = self.settings
+        data = s.data_dir.resolve() / "cluster"
+        nodes = s.cluster_masters * (1 + s.cluster_replicas)
+        last = s.redis_cluster_port + nodes - 1
+        self.say("shopctl", f"starting a local Redis Cluster on 127.0.0.1:{s.redis_cluster_port}"
+                            f"-{last} ({s.cluster_masters} masters, {s.cluster_replicas} "
+                            f"replica(s) each; data in {data}, AOF on, fsync "
+                            f"{s.redis_appendfsync})")
+        self.cluster = LocalCluster(
+            s.redis_cluster_port, data, masters=s.cluster_masters,
+            replicas=s.cluster_replicas, partitions=self.partitions,
+            node_timeout_ms=s.cluster_node_timeout_ms, appendfsync=s.redis_appendfsync,
+            port_setting="REDIS_CLUSTER_PORT (--cluster-port)", stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        try:
+            self.cluster.start(say=lambda line: self.say("cluster", line))
+        finally:
+            for node in self.cluster.nodes:
+                if node.proc is not None:
+                    self._pump(f"redis-{node.port}", node.proc)
+        self.say("cluster", f"healthy: masters on {', '.join(map(str, self.cluster.masters_now()))}"
+                            f"; {self.partitions} partitions, "
+                            f"redis-cli -c -p {s.redis_cluster_port} to look")
 
     def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
         child = Child(name, module, env)
@@ -299,6 +375,9 @@ class Launcher:
                 raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}")
         if self.redis and self.redis.proc and self.redis.proc.poll() is not None:
             raise RuntimeError(f"redis exited with code {self.redis.proc.returncode}")
+        for node in self.cluster.nodes if self.cluster else []:
+            if node.proc and node.proc.poll() is not None:
+                raise RuntimeError(f"redis-{node.port} exited with code {node.proc.returncode}")
 
     def watch(self) -> int:
         """Supervise until Ctrl-C: start again whatever dies."""
@@ -308,8 +387,38 @@ class Launcher:
         self.say("shopctl", "stopping: API and workers first, then Redis")
         return 0
 
+    def _supervise_cluster(self, now: float) -> None:
+        """Start dead nodes again: a replica at once; a master once its slots
+        have another master (it comes back as its replica), or after three node
+        timeouts when none took over (no replica could)."""
+        assert self.cluster is not None
+        patience = 3 * self.cluster.node_timeout_ms / 1000
+        for node in self.cluster.nodes:
+            if node.alive:
+                continue
+            if node.port not in self.dead_since:
+                self.dead_since[node.port] = now
+                code = node.proc.returncode if node.proc else None
+                self.say("shopctl", f"redis-{node.port} {describe_exit(code or 0)}; started "
+                                    "again once the cluster has taken over its slots")
+                continue
+            if not (self.cluster.taken_over(node.port) or now - self.dead_since[node.port]
+                    > patience):
+                continue
+            try:
+                node.start()
+            except (PortInUse, TimeoutError, RuntimeError) as exc:
+                self.say("shopctl", f"redis-{node.port} could not start again: {exc}; retrying")
+                continue
+            del self.dead_since[node.port]
+            self._pump(f"redis-{node.port}", node.proc)
+            self.say("shopctl", f"redis-{node.port} started again (pid "
+                                f"{node.proc.pid if node.proc else '?'}); it rejoins the cluster")
+
     def _supervise(self) -> None:
         now = time.monotonic()
+        if self.cluster:
+            self._supervise_cluster(now)
         if self.redis and self.redis.proc and self.redis.proc.poll() is not None:
             self.say("shopctl", f"redis {describe_exit(self.redis.proc.returncode)}; "
                                 "starting it again from its AOF")
@@ -357,5 +466,7 @@ class Launcher:
                 code = 1
         if self.redis:
             self.redis.stop()
+        if self.cluster:
+            self.cluster.stop()
         self.say("shopctl", "stopped")
         return code

@@ -77,10 +77,13 @@ def free_port() -> int:
 
 
 def command(
-    port: int, data_dir: Path, *, aof: bool = True, appendfsync: str = "everysec"
+    port: int, data_dir: Path, *, aof: bool = True, appendfsync: str = "everysec",
+    cluster_node_timeout_ms: int | None = None,
 ) -> list[str]:
     """The server's command line: loopback only; with AOF, by default fsynced
-    once a second (``always``: before each reply)."""
+    once a second (``always``: before each reply). With a node timeout, a node
+    of a Redis Cluster (its bus on ``port + 10000``, its view of the cluster in
+    ``nodes.conf`` beside its data)."""
     args = [
         find_binary(),
         "--port", str(port),
@@ -90,6 +93,12 @@ def command(
         "--save", "",
         "--loglevel", "warning",
     ]
+    if cluster_node_timeout_ms is not None:
+        args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-node-timeout", str(cluster_node_timeout_ms),
+                 # A replica (re)joining syncs at once, not after the default 5 s
+                 # wait for others to share the transfer: there is one per master.
+                 "--repl-diskless-sync-delay", "0"]
     if aof:
         # Redis rewrites the AOF by its own rule (auto-aof-rewrite-min-size and
         # -percentage, left at their defaults).
@@ -128,12 +137,13 @@ class RedisServer:
 
     def __init__(
         self, port: int, data_dir: Path, *, aof: bool = True, appendfsync: str = "everysec",
-        **popen: Any,
+        cluster_node_timeout_ms: int | None = None, **popen: Any,
     ) -> None:
         self.port = port
         self.data_dir = Path(data_dir)
         self.aof = aof
         self.appendfsync = appendfsync
+        self.cluster_node_timeout_ms = cluster_node_timeout_ms
         self.popen = popen
         self.proc: subprocess.Popen | None = None
 
@@ -141,17 +151,30 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    def start(self, wait: bool = True) -> RedisServer:
         if not port_is_free(self.port):
             raise PortInUse(
                 f"port {self.port} is already in use, so the embedded Redis cannot start: "
                 "set REDIS_PORT to a free port, or set REDIS_URL to use the Redis that is there"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = command(self.port, self.data_dir, aof=self.aof, appendfsync=self.appendfsync)
-        self.proc = processes.start_tied(args, **self.popen)
-        wait_until_ready(self.url, proc=self.proc)
+        self.spawn()
+        if wait:
+            self.wait()
         return self
+
+    def spawn(self) -> None:
+        """Start the process; ``wait`` for it to answer."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = command(self.port, self.data_dir, aof=self.aof, appendfsync=self.appendfsync,
+                       cluster_node_timeout_ms=self.cluster_node_timeout_ms)
+        self.proc = processes.start_tied(args, **self.popen)
+
+    def wait(self, timeout_s: float = 10.0) -> None:
+        wait_until_ready(self.url, timeout_s, proc=self.proc)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM: the server flushes its AOF and exits."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -11,6 +12,7 @@ import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ConstantBackoff
+from redis.crc import key_slot
 
 
 def redacted(url: str) -> str:
@@ -72,6 +74,63 @@ def connect_async(
         retry=AsyncRetry(ConstantBackoff(0.05), 1),  # type: ignore[arg-type]  # seconds, float is fine
     )
     return redis.asyncio.Redis(connection_pool=pool)
+
+
+@contextlib.asynccontextmanager
+async def one_slot(client: Any, key: str) -> AsyncIterator[Any]:
+    """A client for commands on ``key``'s slot only, such as a WATCH/MULTI/EXEC
+    transaction: ``client`` itself on a single server; on a cluster, a plain
+    client of the master that serves the slot now (redis-py's asyncio cluster
+    client runs each command after WATCH on an event loop of its own, in a
+    thread). Should the slot move meanwhile, its commands answer MOVED."""
+    if not is_cluster(client):
+        yield client
+        return
+    await client.initialize()
+    node = client.get_node_from_key(key)
+    options = node.connection_kwargs
+    direct = redis.asyncio.Redis(
+        host=node.host, port=node.port, username=options.get("username"),
+        password=options.get("password"), decode_responses=True,
+        socket_timeout=options.get("socket_timeout"),
+        socket_connect_timeout=options.get("socket_connect_timeout"))
+    try:
+        yield direct
+    finally:
+        await direct.aclose()  # type: ignore[attr-defined]
+
+
+async def unserved(client: Any, keys: Sequence[str]) -> list[str]:
+    """On a cluster: which of ``keys``' slots have no master that answers now
+    and says the cluster is ok (after one fresh look at the slots); [] when all do."""
+    problems: list[str] = []
+    for attempt in range(2):
+        problems = []
+        masters: dict[str, tuple[Any, list[str]]] = {}
+        for key in keys:
+            slot = key_slot(key.encode())
+            try:
+                node = client.nodes_manager.get_node_from_slot(slot)
+            except (redis.RedisError, redis.exceptions.RedisClusterException):
+                problems.append(f"no master serves slot {slot} ({key})")
+                continue
+            masters.setdefault(node.name, (node, []))[1].append(key)
+        for name, (node, served) in masters.items():
+            try:
+                state = (await client.cluster_info(target_nodes=node)).get("cluster_state")
+            except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+                problems.append(f"{name}, the master of {' '.join(served)}, does not answer "
+                                f"({exc})")
+                continue
+            if state != "ok":
+                problems.append(f"{name} says cluster_state:{state}")
+        if not problems or attempt:
+            break
+        try:  # a failover may have moved the slots: look again
+            await client.nodes_manager.initialize()
+        except (redis.RedisError, redis.exceptions.RedisClusterException, OSError):
+            break
+    return problems
 
 
 def execute_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:

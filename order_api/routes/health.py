@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from order_api.deps import RedisDep
+from order_api.deps import RedisDep, TopologyDep
+from order_api.errors import Unavailable
 from order_api.schemas import Health, answers
+from streams.connection import is_cluster, unserved
 
 router = APIRouter(tags=["health"])
 
@@ -15,7 +17,11 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses=answers())
-async def readyz(r: RedisDep) -> Health:
-    """Redis is reachable (503 otherwise)."""
-    await r.ping()
+async def readyz(r: RedisDep, topology: TopologyDep) -> Health:
+    """Redis is reachable; on a cluster, every partition's slot has a master that
+    answers (503 otherwise, saying which)."""
+    if not is_cluster(r):
+        await r.ping()
+    elif problems := await unserved(r, topology.tags()):
+        raise Unavailable("not ready: " + "; ".join(problems))
     return Health(status="ok")
