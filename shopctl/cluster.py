@@ -271,3 +271,15 @@ def masters_at(url: str) -> list[str]:
             client.close()
     except (redis.RedisError, redis.exceptions.RedisClusterException):
         return []
+
+
+def masters_of(ports: list[int]) -> list[int]:
+    """The masters serving slots now, as the first of the local ``ports`` that
+    answers sees them."""
+    for port in ports:
+        try:
+            with redis.Redis(port=port, decode_responses=True, socket_timeout=0.5) as c:
+                return sorted(n.port for n in nodes_of(c) if n.master and n.slots and not n.failed)
+        except redis.RedisError:
+            continue
+    return []

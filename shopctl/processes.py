@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from typing import Any
 
 def children(parent: int) -> dict[str, int]:
     """Live child processes of ``parent`` (a launcher): name (api, redis,
-    payment-1, ...) -> pid. Empty where there is no /proc."""
+    redis-7000 for a cluster's node, payment-1, ...) -> pid. Empty where there
+    is no /proc."""
     found: dict[str, int] = {}
     for pid in child_pids(parent):
         entry = Path("/proc") / str(pid)
@@ -29,7 +31,14 @@ def children(parent: int) -> dict[str, int]:
         except (OSError, ValueError):
             continue  # it exited meanwhile
         if any(b"server" in part for part in cmdline[:1]):
-            found["redis"] = pid
+            # A cluster's nodes by port (redis-7000, ...); the one server as "redis". The
+            # server sets its own title: "valkey-server 127.0.0.1:7000 [cluster]".
+            title = b" ".join(cmdline)
+            port = re.search(rb":(\d+)", title)
+            if b"[cluster]" in title and port:
+                found[f"redis-{port[1].decode()}"] = pid
+            else:
+                found["redis"] = pid
         elif b"order_api" in cmdline:
             found["api"] = pid
         elif b"WORKER_NAME" in environ:

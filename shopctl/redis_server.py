@@ -96,6 +96,8 @@ def command(
     if cluster_node_timeout_ms is not None:
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", str(cluster_node_timeout_ms),
+                 # While one master fails over, the others go on serving their slots.
+                 "--cluster-require-full-coverage", "no",
                  # A replica (re)joining syncs at once, not after the default 5 s
                  # wait for others to share the transfer: there is one per master.
                  "--repl-diskless-sync-delay", "0"]

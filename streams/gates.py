@@ -90,7 +90,8 @@ class Gates:
                 del self._closed[key]
                 if gate.node not in self.nodes_closed():
                     log.warning("%s: %s after %.1fs; resuming", self.group,
-                                back(gate.node, gate.cause), now - gate.since)
+                                back(gate.node, self._node_of(key), gate.cause),
+                                now - gate.since)
                 continue
             gate.cause = failure
             gate.node = getattr(failure, "node", None) or gate.node
@@ -111,7 +112,9 @@ def describe(node: str, cause: BaseException) -> str:
     return f"redis unreachable at {node} ({getattr(cause, 'cause', cause)})"
 
 
-def back(node: str, cause: BaseException) -> str:
+def back(node: str, now: str, cause: BaseException) -> str:
     if isinstance(cause, Unconfirmed):
-        return f"a replica of redis {node} confirmed"
+        return f"a replica of redis {now} confirmed"
+    if now != node:
+        return f"redis is back: what {node} served is served by {now}"
     return f"redis is back at {node}"
