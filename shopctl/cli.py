@@ -8,13 +8,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from access import tokens
 from shop.topology import SHOP
 from shopctl import demo
 from shopctl.launcher import Launcher, LauncherSettings
 from streams import deadletter
-from streams.connection import connect_async
+from streams.connection import connect_async, detect_cluster
 from streams.settings import Settings
 from streams.topology import stored_topology
 
@@ -189,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             for line in demo.load(args.api_url.rstrip("/"), args.token):
                 print(line)
             return 0
-        found = demo.seed(args.api_url.rstrip("/"), args.redis_url or Settings().redis_url,
-                          args.data_dir)
+        settings = Settings()
+        url = args.redis_url or settings.redis_target
+        found = demo.seed(args.api_url.rstrip("/"), url, args.data_dir,
+                          cluster=detect_cluster(url) if args.redis_url else settings.cluster)
         print(f"demo tokens in {args.data_dir / 'tokens'}: {', '.join(found)}")
         return 0
     if args.command == "token":
@@ -257,9 +260,19 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(redis_url: str | None, max_connections: int = 4) -> Any:
+    """A client of the data: ``--redis-url`` (a server, or any node of a cluster),
+    else REDIS_CLUSTER_URL or REDIS_URL."""
+    if redis_url:
+        return connect_async(redis_url, cluster=detect_cluster(redis_url),
+                             max_connections=max_connections)
+    settings = Settings()
+    return connect_async(settings.redis_target, cluster=settings.cluster,
+                         max_connections=max_connections)
+
+
 async def _token(args: argparse.Namespace) -> int:
-    url = args.redis_url or Settings().redis_url
-    async with connect_async(url, max_connections=2) as client:
+    async with _client(args.redis_url, 2) as client:
         topology = await stored_topology(client, SHOP)
         if args.action == "create":
             ttl_s = tokens.parse_ttl(args.ttl) if args.ttl else None
@@ -287,8 +300,7 @@ async def _token(args: argparse.Namespace) -> int:
 
 
 async def _dead(args: argparse.Namespace) -> int:
-    url = args.redis_url or Settings().redis_url
-    async with connect_async(url, max_connections=4) as client:
+    async with _client(args.redis_url) as client:
         topology = await stored_topology(client, SHOP)
         if args.action == "list" or args.all:
             found = await deadletter.list_dead(client, topology, args.stream, args.limit)

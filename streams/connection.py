@@ -47,6 +47,16 @@ def connect(url: str, *, cluster: bool = False, block_ms: int = 1000) -> Any:
     return redis.Redis.from_url(url, health_check_interval=30, **options)
 
 
+def detect_cluster(url: str) -> bool:
+    """Whether the server at ``url`` is a node of a Redis Cluster (for tools
+    given one URL: they work on either)."""
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+            return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.RedisError:
+        return False
+
+
 def connect_async(
     url: str, *, cluster: bool = False, max_connections: int = 64, timeout_s: float = 5.0
 ) -> Any:

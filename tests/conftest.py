@@ -20,7 +20,9 @@ from order_api.main import asgi, create_app
 from order_api.models import Customer
 from order_api.settings import ApiSettings
 from shop.topology import SHOP
+from shopctl.cluster import LocalCluster
 from shopctl.redis_server import RedisServer, free_port
+from tests import cluster as local_cluster
 from tests.shop import Shop
 
 # What TestClient sends as its Host header.
@@ -106,12 +108,15 @@ PARTITIONS = [pytest.param(1, id="1p"), pytest.param(4, id="4p")]
         pytest.param(("fakeredis", 1), marks=pytest.mark.unit, id="fakeredis"),
         pytest.param(("real", 1), marks=pytest.mark.integration, id="real-1p"),
         pytest.param(("real", 4), marks=pytest.mark.integration, id="real-4p"),
+        pytest.param(("cluster", 12), marks=pytest.mark.integration, id="cluster"),
     ]
 )
 def shop(request: pytest.FixtureRequest) -> Shop:
     """The saga's driver, on fakeredis and again on the real server, at one
-    partition and at four."""
+    partition and at four, and on the real cluster at twelve."""
     where, partitions = request.param
+    if where == "cluster":
+        return cluster_shop(request.getfixturevalue("cluster"))
     if where == "real":
         real, server = request.getfixturevalue("real"), request.getfixturevalue("redis_server")
         return real_shop_of(real, server, partitions)
@@ -127,10 +132,34 @@ def real_shop_of(real: redis.Redis, server: RedisServer, partitions: int) -> Sho
         real,
         lambda: redis.asyncio.Redis.from_url(server.url, decode_responses=True),
         partitions,
+        url=server.url,
     )
 
 
-@pytest.fixture(params=PARTITIONS)
-def real_shop(real: redis.Redis, redis_server: RedisServer, request: pytest.FixtureRequest) -> Shop:
-    """The saga's driver on the real server, at one partition and at four."""
-    return real_shop_of(real, redis_server, request.param)
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real local Redis Cluster (3 masters, 3 replicas), shared; emptied by
+    each test that uses it. Tests that fail nodes over start their own."""
+    started = local_cluster.start(tmp_path_factory.mktemp("cluster"))
+    yield started
+    started.stop()
+
+
+def cluster_shop(cluster: LocalCluster) -> Shop:
+    """The saga's driver on the cluster, at 12 partitions, every consumer waiting
+    for a replica of what it reads."""
+    local_cluster.flush(cluster)
+    return Shop(local_cluster.sync_client(cluster), local_cluster.async_client(cluster),
+                local_cluster.PARTITIONS, url=cluster.url, wait_replicas=1)
+
+
+@pytest.fixture(params=[*PARTITIONS, pytest.param("cluster", id="cluster")])
+def real_shop(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[Shop]:
+    """The saga's driver on the real server, at one partition and at four, and
+    on the real cluster at twelve."""
+    if request.param == "cluster":
+        shop = cluster_shop(request.getfixturevalue("cluster"))
+        yield shop
+        shop.r.close()
+        return
+    yield real_shop_of(request.getfixturevalue("real"), redis_server, request.param)

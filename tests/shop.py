@@ -17,6 +17,7 @@ from payment_worker.handlers import WORKER as PAYMENT
 from shop import keys, topology
 from shop.topology import customer_partition
 from status_projector.handlers import WORKER as PROJECTOR
+from streams.connection import connect, is_cluster
 from streams.consumer import Consumer
 from streams.topology import Topology, check_partitions, entry_order
 from streams.worker import Registration
@@ -26,23 +27,57 @@ GROUPS = {group: worker.handlers for group, worker in WORKERS.items()}
 
 
 class Shop:
+    """On fakeredis, a real server, or a real cluster (``url`` is where; with a
+    cluster, every consumer waits for a replica of what it reads)."""
+
     def __init__(
         self, client: redis.Redis, async_client: Callable[[], redis.asyncio.Redis],
-        partitions: int = 1,
+        partitions: int = 1, url: str = "", wait_replicas: int = 0,
     ) -> None:
         self.r = client
         self._async_client = async_client
+        self.url = url
+        self.cluster = is_cluster(client)
+        self.wait_replicas = wait_replicas
         self.topology: Topology = topology.SHOP.with_partitions(partitions)
         Customer.topology = self.topology
         check_partitions(client, self.topology)
         self.consumers = {
-            group: worker.consumer(client, partitions, name=f"test-{group}", retry_after_s=0.01)
+            group: worker.consumer(client, partitions, name=f"test-{group}", retry_after_s=0.01,
+                                   wait_replicas=wait_replicas)
             for group, worker in WORKERS.items()
         }
 
     def consumer(self, group: str, **options: object) -> Consumer:
         """Another consumer of ``group`` (a replica), with this shop's partitions."""
+        options.setdefault("wait_replicas", self.wait_replicas)
         return WORKERS[group].consumer(self.r, self.topology.partitions, **options)
+
+    def sync_client(self) -> redis.Redis:
+        """Another client of where this shop's data is."""
+        return connect(self.url, cluster=self.cluster)
+
+    def async_client(self) -> redis.asyncio.Redis:
+        return self._async_client()
+
+    def reset_stats(self) -> None:
+        """Zero the command counts (of every master)."""
+        if self.cluster:
+            self.r.config_resetstat(target_nodes=redis.RedisCluster.PRIMARIES)
+        else:
+            self.r.config_resetstat()
+
+    def calls(self, command: str) -> int:
+        """How many times ``command`` ran since ``reset_stats`` (on every master)."""
+        name = f"cmdstat_{command.lower()}"
+        if not self.cluster:
+            return int(self.r.info("commandstats").get(name, {}).get("calls", 0))
+        per_node = self.r.info("commandstats", target_nodes=redis.RedisCluster.PRIMARIES)
+        return sum(int(stats.get(name, {}).get("calls", 0)) for stats in per_node.values())
+
+    def api_settings(self) -> dict[str, object]:
+        """What the API must be told to serve this shop's data."""
+        return {"partitions": self.topology.partitions, "redis_wait_replicas": self.wait_replicas}
 
     def tag(self, customer: str) -> str:
         return self.topology.tag(customer_partition(customer, self.topology.partitions))

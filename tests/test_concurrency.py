@@ -10,13 +10,9 @@ import time
 
 import httpx2
 import pytest
-import redis
-import redis.asyncio
 
 from shop import keys, topology
 from shop.statuses import FINAL_STATUSES
-from shopctl.redis_server import RedisServer
-from streams.connection import connect_async
 from tests import invariants
 from tests.conftest import api_app, bearer, make_token
 from tests.shop import WORKERS, Shop, statuses
@@ -26,15 +22,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ORDERS, STOCK, CUSTOMERS = 200, 50, 20
 
 
-def tokens_of(url: str, customers: list[str], partitions: int) -> dict[str, dict[str, str]]:
-    connect = lambda: redis.asyncio.Redis.from_url(url, decode_responses=True)  # noqa: E731
-    return {c: bearer(make_token(connect, "customer", c, partitions=partitions)) for c in customers}
+def tokens_of(shop: Shop, customers: list[str]) -> dict[str, dict[str, str]]:
+    partitions = shop.topology.partitions
+    return {c: bearer(make_token(shop.async_client, "customer", c, partitions=partitions))
+            for c in customers}
 
 
-async def place_all(url: str, customers: list[str], partitions: int) -> list[httpx2.Response]:
-    tokens = await asyncio.to_thread(tokens_of, url, customers, partitions)
-    client = connect_async(url)
-    transport = httpx2.ASGITransport(app=api_app(client, partitions=partitions))
+async def place_all(shop: Shop, customers: list[str]) -> list[httpx2.Response]:
+    tokens = await asyncio.to_thread(tokens_of, shop, customers)
+    client = shop.async_client()
+    transport = httpx2.ASGITransport(app=api_app(client, **shop.api_settings()))
     async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
         answers = await asyncio.gather(
             *(
@@ -53,7 +50,7 @@ async def place_all(url: str, customers: list[str], partitions: int) -> list[htt
 
 
 def test_200_orders_at_once_for_50_in_stock(
-    real_shop: Shop, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+    real_shop: Shop, capsys: pytest.CaptureFixture[str]
 ) -> None:
     real_shop.product("item2", stock=STOCK, price_cents=1200)
     customers = [f"c{i}" for i in range(CUSTOMERS)]
@@ -68,10 +65,11 @@ def test_200_orders_at_once_for_50_in_stock(
     partitions = real_shop.topology.partitions
     consumers = [
         WORKERS[group].consumer(
-            redis.Redis.from_url(redis_server.url, decode_responses=True),
+            real_shop.sync_client(),
             partitions,
             name=f"{group}-{n}",
             block_ms=50,
+            wait_replicas=real_shop.wait_replicas,
         )
         for group, count in replicas.items()
         for n in range(count)
@@ -81,7 +79,7 @@ def test_200_orders_at_once_for_50_in_stock(
         thread.start()
     started = time.perf_counter()
     try:
-        answers = asyncio.run(place_all(redis_server.url, customers, partitions))
+        answers = asyncio.run(place_all(real_shop, customers))
         accepted = time.perf_counter() - started
         assert [a.status_code for a in answers] == [202] * ORDERS
         ids = [a.json()["id"] for a in answers]
@@ -103,24 +101,22 @@ def test_200_orders_at_once_for_50_in_stock(
     assert real_shop.stock("item2") == 0
     with capsys.disabled():
         print(
-            f"\n  concurrency ({partitions} partition(s)): {ORDERS} orders accepted in "
+            f"\n  concurrency ({partitions} partition(s){' on a cluster' * real_shop.cluster}): "
+            f"{ORDERS} orders accepted in "
             f"{accepted:.2f}s, all final in "
             f"{settled:.2f}s ({ORDERS / settled:.0f} orders/s settled, 2+2+1 consumers in threads)"
         )
 
 
-def test_racing_requests_with_one_idempotency_key_place_one_order(
-    real_shop: Shop, redis_server: RedisServer
-) -> None:
+def test_racing_requests_with_one_idempotency_key_place_one_order(real_shop: Shop) -> None:
     real_shop.product("item2", stock=STOCK, price_cents=1200)
     real_shop.customer("alice", 1_000_000)
 
-    partitions = real_shop.topology.partitions
-    alice = tokens_of(redis_server.url, ["alice"], partitions)["alice"]
+    alice = tokens_of(real_shop, ["alice"])["alice"]
 
     async def race() -> list[httpx2.Response]:
-        client = connect_async(redis_server.url)
-        transport = httpx2.ASGITransport(app=api_app(client, partitions=partitions))
+        client = real_shop.async_client()
+        transport = httpx2.ASGITransport(app=api_app(client, **real_shop.api_settings()))
         body = {"lines": [{"product_id": "item2", "quantity": 1}]}
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
             answers = await asyncio.gather(
