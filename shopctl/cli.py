@@ -190,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             for line in demo.load(args.api_url.rstrip("/"), args.token):
                 print(line)
             return 0
-        settings = Settings()
-        url = args.redis_url or settings.redis_target
+        where = Settings()
+        url = args.redis_url or where.redis_target
         found = demo.seed(args.api_url.rstrip("/"), url, args.data_dir,
-                          cluster=detect_cluster(url) if args.redis_url else settings.cluster)
+                          cluster=detect_cluster(url) if args.redis_url else where.cluster)
         print(f"demo tokens in {args.data_dir / 'tokens'}: {', '.join(found)}")
         return 0
     if args.command == "token":
@@ -204,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "up":
         given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
-        settings = LauncherSettings(**given)
-        return Launcher(settings).run()
+        return Launcher(LauncherSettings(**given)).run()
     parser.error(f"unknown command {args.command}")
     return 2
 
