@@ -190,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             for line in demo.load(args.api_url.rstrip("/"), args.token):
                 print(line)
             return 0
-        where = Settings()
-        url = args.redis_url or where.redis_target
+        data = Settings()
+        url = args.redis_url or data.redis_target
         found = demo.seed(args.api_url.rstrip("/"), url, args.data_dir,
-                          cluster=detect_cluster(url) if args.redis_url else where.cluster)
+                          cluster=detect_cluster(url) if args.redis_url else data.cluster)
         print(f"demo tokens in {args.data_dir / 'tokens'}: {', '.join(found)}")
         return 0
     if args.command == "token":
