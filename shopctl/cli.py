@@ -103,6 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     dead.add_argument("--limit", type=int, default=100, help="at most this many (100)")
     dead.add_argument("--redis-url", help="where Redis is (REDIS_URL, redis://127.0.0.1:6379/0)")
 
+    events = commands.add_parser(
+        "events", help="the streams as readable lines, oldest first, across every partition",
+        description="Reads the streams wherever they are (every partition; on a cluster, "
+        "every master): when, stream, entry id, type, order, data. With --order, one order's "
+        "events, found by id through its history.",
+    )
+    events.add_argument("--order", metavar="ID", help="one order's events")
+    events.add_argument("--stream", help="one stream, of every partition (orders.created) or "
+                        "of one (orders.created{p3}); add .dead for its dead letters")
+    events.add_argument("--limit", type=int, default=50, help="the newest this many (50)")
+    events.add_argument("--redis-url", help="where Redis is: the server, or any node of a "
+                        "cluster (REDIS_CLUSTER_URL, REDIS_URL)")
+
     play = commands.add_parser(
         "scenario", help="two scripted agents shop and keep stock through the MCP servers",
         description="Runs both MCP servers over stdio, as an agent host does, and plays an "
@@ -178,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
               f"bob: {', '.join(outcome.statuses['bob'])}; "
               f"item2 restocked to {outcome.restocked_to}; streams {outcome.health}")
         return 0 if outcome.ok else 1
+    if args.command == "events":
+        try:
+            return asyncio.run(_events(args))
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.command == "dead":
         if args.action != "list" and bool(args.refs) == args.all:
             parser.error(f"dead {args.action}: name dead letters (REF ...) or give --all")
@@ -296,6 +314,23 @@ async def _token(args: argparse.Namespace) -> int:
             return 0
         print(f"shopctl token revoke: no token named {args.name!r}", file=sys.stderr)
         return 1
+
+
+async def _events(args: argparse.Namespace) -> int:
+    from shopctl import events
+
+    async with _client(args.redis_url) as client:
+        topology = await stored_topology(client, SHOP)
+        if args.order:
+            found = await events.of_order(client, topology, args.order)
+            if not found:
+                print(f"no order {args.order!r}", file=sys.stderr)
+                return 1
+        else:
+            found = await events.newest(client, topology, args.stream, args.limit)
+        for text in found:
+            print(text)
+        return 0
 
 
 async def _dead(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,14 +66,6 @@ class Settings(BaseSettings):
         if self.redis_wait_replicas is not None:
             return self.redis_wait_replicas
         return 1 if self.cluster else 0
-
-    @model_validator(mode="after")
-    def _tagged_on_a_cluster(self) -> Settings:
-        if self.cluster and self.partitions < 2:
-            raise ValueError(
-                "on a Redis Cluster every key an atomic step touches must carry a partition's "
-                "hash tag, which needs PARTITIONS of 2 or more (4 per master is a good start)")
-        return self
 
 
 class WorkerSettings(Settings):

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import redis
+import redis.asyncio
 from pydantic import BaseModel
 
 # A message that could not be handled moves to "<stream>.dead", with the reason.
@@ -174,9 +176,19 @@ def _refuse_other(found: int, topology: Topology) -> None:
         )
 
 
+def _refuse_untagged(client: Any, topology: Topology) -> None:
+    if topology.partitions < 2 and isinstance(
+            client, redis.RedisCluster | redis.asyncio.RedisCluster):
+        raise PartitionMismatch(
+            "on a Redis Cluster every key an atomic step touches must carry a partition's "
+            "hash tag, which takes PARTITIONS of 2 or more (4 per master is a good start)")
+
+
 def check_partitions(client: Any, topology: Topology) -> None:
     """Record the partition count on first start; refuse a different one later,
-    since every key and stream name depends on it."""
+    since every key and stream name depends on it (and, on a cluster, one
+    partition: nothing would be tagged)."""
+    _refuse_untagged(client, topology)
     key = topology.partitions_key()
     client.set(key, topology.partitions, nx=True)
     _refuse_other(int(client.get(key)), topology)
@@ -184,6 +196,7 @@ def check_partitions(client: Any, topology: Topology) -> None:
 
 async def check_partitions_async(client: Any, topology: Topology) -> None:
     """``check_partitions`` on an asyncio client."""
+    _refuse_untagged(client, topology)
     key = topology.partitions_key()
     await client.set(key, topology.partitions, nx=True)
     _refuse_other(int(await client.get(key)), topology)
