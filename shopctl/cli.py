@@ -103,6 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     dead.add_argument("--limit", type=int, default=100, help="at most this many (100)")
     dead.add_argument("--redis-url", help="where Redis is (REDIS_URL, redis://127.0.0.1:6379/0)")
 
+    form = commands.add_parser(
+        "cluster", help="form a Redis Cluster of new nodes, partitions spread over the masters",
+        description="Like `redis-cli --cluster create`, but the slots are cut so that each "
+        "master serves as many of the shop's partitions (hash tags {p0}, {p1}, ...) as "
+        "another. Nodes already formed into this cluster are left as they are. The password, "
+        "if any, is read from REDIS_PASSWORD.",
+    )
+    form.add_argument("action", choices=("form",))
+    form.add_argument("nodes", nargs="+", metavar="HOST:PORT",
+                      help="the nodes, masters first, then their replicas in turn")
+    form.add_argument("--masters", type=int, default=3, help="how many masters (3)")
+    form.add_argument("--partitions", type=int, help="the shop's PARTITIONS (4 per master)")
+
     events = commands.add_parser(
         "events", help="the streams as readable lines, oldest first, across every partition",
         description="Reads the streams wherever they are (every partition; on a cluster, "
@@ -191,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
               f"bob: {', '.join(outcome.statuses['bob'])}; "
               f"item2 restocked to {outcome.restocked_to}; streams {outcome.health}")
         return 0 if outcome.ok else 1
+    if args.command == "cluster":
+        return _form(parser, args)
     if args.command == "events":
         try:
             return asyncio.run(_events(args))
@@ -314,6 +329,28 @@ async def _token(args: argparse.Namespace) -> int:
             return 0
         print(f"shopctl token revoke: no token named {args.name!r}", file=sys.stderr)
         return 1
+
+
+def _form(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from shopctl import cluster
+
+    try:
+        addresses = [(host, int(port)) for host, _, port in
+                     (node.rpartition(":") for node in args.nodes)]
+    except ValueError:
+        parser.error(f"cluster form: nodes are HOST:PORT, not {' '.join(args.nodes)}")
+    if len(addresses) % args.masters:
+        parser.error(f"cluster form: {len(addresses)} nodes cannot be {args.masters} masters "
+                     "with as many replicas each")
+    try:
+        formed = cluster.form_if_new(addresses, args.masters,
+                                     args.partitions or 4 * args.masters,
+                                     os.environ.get("REDIS_PASSWORD") or None, print)
+    except cluster.ClusterError as exc:
+        print(f"shopctl cluster form: {exc}", file=sys.stderr)
+        return 1
+    print("formed; cluster_state:ok" if formed else "already formed; cluster_state:ok")
+    return 0
 
 
 async def _events(args: argparse.Namespace) -> int:

@@ -14,8 +14,9 @@ included.
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -90,6 +91,96 @@ class ClusterError(RuntimeError):
     """The cluster could not be formed or did not become healthy; says why."""
 
 
+Address = tuple[str, int]
+
+
+def node_client(address: Address, password: str | None = None,
+                timeout_s: float = 2.0) -> redis.Redis:
+    host, port = address
+    # No retries of its own: the callers poll, and a wrong password fails at once.
+    return redis.Redis(host=host, port=port, password=password, decode_responses=True,
+                       socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None)
+
+
+def cluster_info(address: Address, password: str | None = None) -> dict[str, Any]:
+    """CLUSTER INFO of one node ({} when it does not answer)."""
+    try:
+        with node_client(address, password) as c:
+            text = c.execute_command("CLUSTER", "INFO")
+    except redis.RedisError:
+        return {}
+    info: dict[str, Any] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        info[name] = int(value) if value.isdigit() else value
+    return info
+
+
+def until(done: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise ClusterError(f"gave up waiting {timeout_s:.0f}s for {what}")
+        time.sleep(0.05)
+
+
+def form(addresses: Sequence[Address], masters: int, partitions: int,
+         password: str | None = None) -> None:
+    """Form a cluster of new nodes, as ``redis-cli --cluster create`` does, but
+    with the slots cut so that the partitions spread evenly over the masters
+    (``spread``): the first ``masters`` addresses are the masters, the others
+    their replicas, in turn."""
+    heads, tails = list(addresses[:masters]), list(addresses[masters:])
+    for epoch, (address, (first, last)) in enumerate(
+            zip(heads, spread(partitions, masters), strict=True), start=1):
+        with node_client(address, password) as c:
+            c.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            c.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
+    with node_client(addresses[0], password) as c:
+        for host, port in addresses[1:]:  # MEET takes an IP address
+            c.execute_command("CLUSTER", "MEET", socket.gethostbyname(host), port)
+    until(lambda: all(cluster_info(a, password).get("cluster_known_nodes") == len(addresses)
+                      for a in addresses), "every node to know every other")
+    ids = {}
+    for address in heads:
+        with node_client(address, password) as c:
+            ids[address] = c.execute_command("CLUSTER", "MYID")
+    for i, address in enumerate(tails):
+        master = heads[i % masters]
+        # A node learns of the others' roles through the bus: retried until it has.
+        until(partial(_replicate, address, ids[master], password),
+              f"{address[0]}:{address[1]} to become a replica of {master[0]}:{master[1]}")
+
+
+def _replicate(address: Address, master_id: str, password: str | None) -> bool:
+    try:
+        with node_client(address, password) as c:
+            c.execute_command("CLUSTER", "REPLICATE", master_id)
+        return True
+    except redis.ResponseError:
+        return False
+
+
+def form_if_new(addresses: Sequence[Address], masters: int, partitions: int,
+                password: str | None = None, say: Callable[[str], None] = lambda _: None,
+                where: str = "") -> bool:
+    """Form the cluster if every node is new (True), or find it formed (False);
+    then wait until every node says cluster_state:ok."""
+    known = [cluster_info(a, password).get("cluster_known_nodes") for a in addresses]
+    if all(k == 1 for k in known):
+        say(f"forming a new cluster: {masters} masters, "
+            f"{len(addresses) // masters - 1} replica(s) each, {partitions} partitions "
+            "spread over the masters")
+        form(addresses, masters, partitions, password)
+    elif any(k != len(addresses) for k in known):
+        raise ClusterError(
+            f"the nodes{where} know {known} nodes each, not {len(addresses)}: a cluster of "
+            "another shape, or one half formed (or a node that does not answer)")
+    until(lambda: all(cluster_info(a, password).get("cluster_state") == "ok"
+                      for a in addresses), "cluster_state:ok on every node", 60)
+    return all(k == 1 for k in known)
+
+
 class LocalCluster:
     """``masters`` masters and ``replicas`` replicas of each, on the ports from
     ``first_port`` on (masters first)."""
@@ -121,8 +212,7 @@ class LocalCluster:
         return f"redis://127.0.0.1:{self.first_port}"
 
     def client(self, port: int, timeout_s: float = 2.0) -> redis.Redis:
-        return redis.Redis(port=port, decode_responses=True, socket_timeout=timeout_s,
-                           socket_connect_timeout=timeout_s)
+        return node_client(("127.0.0.1", port), timeout_s=timeout_s)
 
     # -- starting ----------------------------------------------------------------
 
@@ -141,51 +231,15 @@ class LocalCluster:
             node.spawn()
         for node in self.nodes:
             node.wait()
-        known = [self._info(node.port)["cluster_known_nodes"] for node in self.nodes]
-        if all(k == 1 for k in known):
-            say(f"forming a new cluster: {self.masters} masters, {self.replicas} replica(s) "
-                f"each, {self.partitions} partitions spread over the masters")
-            self.form()
-        elif any(k != len(self.nodes) for k in known):
-            raise ClusterError(
-                f"the nodes in {self.data_dir} know {known} nodes each, not "
-                f"{len(self.nodes)}: a cluster of another shape, or one half formed. Start "
-                f"with the same --cluster-masters and --cluster-replicas, or remove "
-                f"{self.data_dir} to start afresh")
+        try:
+            form_if_new([("127.0.0.1", p) for p in self.ports], self.masters, self.partitions,
+                        say=say, where=f" in {self.data_dir}")
+        except ClusterError as exc:
+            raise ClusterError(f"{exc}. Start with the same --cluster-masters and "
+                               f"--cluster-replicas, or remove {self.data_dir} to start "
+                               "afresh") from None
         self.wait_healthy()
         return self
-
-    def form(self) -> None:
-        """Slots to the masters (partitions spread), MEET, then REPLICATE."""
-        ports = self.ports
-        masters, replicas = ports[: self.masters], ports[self.masters :]
-        for epoch, (port, (first, last)) in enumerate(
-                zip(masters, spread(self.partitions, self.masters), strict=True), start=1):
-            with self.client(port) as c:
-                c.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
-                c.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
-        with self.client(ports[0]) as c:
-            for port in ports[1:]:
-                c.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
-        self._until(lambda: all(self._info(p)["cluster_known_nodes"] == len(ports)
-                                for p in ports), "every node to know every other")
-        ids = {}
-        for port in masters:
-            with self.client(port) as c:
-                ids[port] = c.execute_command("CLUSTER", "MYID")
-        for i, port in enumerate(replicas):
-            master = masters[i % self.masters]
-            # A node learns of the others' roles through the bus: retried until it has.
-            self._until(partial(self._replicate, port, ids[master]),
-                        f"node {port} to become a replica of {master}")
-
-    def _replicate(self, port: int, master_id: str) -> bool:
-        try:
-            with self.client(port) as c:
-                c.execute_command("CLUSTER", "REPLICATE", master_id)
-            return True
-        except redis.ResponseError:
-            return False
 
     def wait_healthy(self, timeout_s: float = 60.0) -> None:
         """Until every live node says cluster_state:ok and every master has its
@@ -200,8 +254,7 @@ class LocalCluster:
             return sum(len(n.slots) for n in masters) > 0 and all(
                 self._online_replicas(n.port) >= self.replicas for n in masters)
 
-        self._until(healthy, "the cluster to be healthy (cluster_state:ok, replicas online)",
-                    timeout_s)
+        until(healthy, "the cluster to be healthy (cluster_state:ok, replicas online)", timeout_s)
 
     def _online_replicas(self, port: int) -> int:
         try:
@@ -213,23 +266,7 @@ class LocalCluster:
                    and v.get("state") == "online")
 
     def _info(self, port: int) -> dict[str, Any]:
-        try:
-            with self.client(port) as c:
-                text = c.execute_command("CLUSTER", "INFO")
-        except redis.RedisError:
-            return {}
-        info: dict[str, Any] = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(":")
-            info[name] = int(value) if value.isdigit() else value
-        return info
-
-    def _until(self, done: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done():
-            if time.monotonic() > deadline:
-                raise ClusterError(f"gave up waiting {timeout_s:.0f}s for {what}")
-            time.sleep(0.05)
+        return cluster_info(("127.0.0.1", port))
 
     # -- watching --------------------------------------------------------------------
 

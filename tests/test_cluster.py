@@ -11,11 +11,12 @@ from pathlib import Path
 
 import httpx2
 import pytest
+import redis
 
 from shop import topology
 from shopctl.cli import main
 from shopctl.cluster import LocalCluster, partition_slots, spread
-from shopctl.redis_server import free_port, port_is_free
+from shopctl.redis_server import command, free_port, port_is_free, wait_until_ready
 from tests import cluster as local
 from tests.running import Running
 from tests.shop import Shop
@@ -117,3 +118,38 @@ def test_a_taken_cluster_port_is_a_clear_error_naming_the_setting(tmp_path: Path
     assert done.returncode == 1
     assert f"port {base + 4} is already in use" in done.stdout
     assert "REDIS_CLUSTER_PORT (--cluster-port)" in done.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_shopctl_cluster_form_forms_bare_nodes_with_a_password_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What compose's cluster-init runs: six bare nodes with a password become
+    a cluster whose partitions spread evenly; run again, it changes nothing."""
+    base, password = local.free_base(), "s3cret-pw"
+    nodes = [
+        subprocess.Popen([*command(port, tmp_path / str(port), aof=False,
+                                   cluster_node_timeout_ms=1000),
+                          "--requirepass", password, "--masterauth", password],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port in range(base, base + 6) if (tmp_path / str(port)).mkdir() or True
+    ]
+    try:
+        for port in range(base, base + 6):
+            wait_until_ready(f"redis://:{password}@127.0.0.1:{port}/0")
+        monkeypatch.setenv("REDIS_PASSWORD", password)
+        addresses = [f"localhost:{p}" for p in range(base, base + 6)]
+        assert main(["cluster", "form", *addresses, "--partitions", "12"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == "formed; cluster_state:ok"
+        assert main(["cluster", "form", *addresses, "--partitions", "12"]) == 0
+        assert capsys.readouterr().out.splitlines() == ["already formed; cluster_state:ok"]
+        with redis.RedisCluster(host="127.0.0.1", port=base, password=password) as client:
+            per_master = Counter(client.get_node_from_key(f"{{p{p}}}").port for p in range(12))
+        assert sorted(per_master.values()) == [4, 4, 4]
+        monkeypatch.delenv("REDIS_PASSWORD")
+        assert main(["cluster", "form", *addresses]) == 1  # without the password: says why
+    finally:
+        for node in nodes:
+            node.terminate()
+            node.wait(10)

@@ -93,3 +93,75 @@ def test_the_api_checks_tokens_and_the_demo_keeps_its_tokens_on_the_host() -> No
     demo = SERVICES["demo"]
     assert demo["command"][-2:] == ["--data-dir", "/data"]
     assert demo["volumes"] == ["./.data/compose:/data"]
+
+
+# -- docker-compose.cluster.yml: the same processes on a Redis Cluster ------------------
+
+CLUSTER = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())["services"]
+NODES = [f"redis-{i}" for i in range(6)]
+CLIENTS = ["api", "projector", "payment_worker", "inventory_worker", "demo"]
+CLUSTER_URL = f"redis://:{REQUIRED}@redis-0:6379"
+
+
+def test_the_cluster_has_six_persistent_nodes_with_the_password() -> None:
+    for name in NODES:
+        node = CLUSTER[name]
+        command = node["command"]
+        option = dict(zip(command[1::2], command[2::2], strict=False))
+        assert option["--cluster-enabled"] == "yes" and option["--appendonly"] == "yes"
+        assert option["--appendfsync"] == "everysec"
+        assert option["--requirepass"] == option["--masterauth"] == REQUIRED
+        # The other masters serve their slots while one fails over.
+        assert option["--cluster-require-full-coverage"] == "no"
+        assert node["volumes"] == [f"{name}:/data"]
+        assert node["restart"] == "unless-stopped"
+        assert node["environment"]["REDISCLI_AUTH"] == REQUIRED
+        assert node["healthcheck"]["test"][-1] == "ping"
+    assert len({CLUSTER[n]["volumes"][0] for n in NODES}) == 6
+
+
+def test_the_cluster_is_formed_once_every_node_is_healthy_by_shopctl() -> None:
+    init = CLUSTER["cluster-init"]
+    command = init["command"]
+    assert command[:3] == ["shopctl", "cluster", "form"]
+    assert command[3:9] == [f"{n}:6379" for n in NODES]
+    assert command[command.index("--masters") + 1] == "3"
+    assert command[command.index("--partitions") + 1] == "${CLUSTER_PARTITIONS:-12}"
+    assert init["environment"]["REDIS_PASSWORD"] == REQUIRED
+    assert init["restart"] == "no" and init["build"] == "."
+    assert init["depends_on"] == {n: {"condition": "service_healthy"} for n in NODES}
+    assert importlib.util.find_spec("shopctl.cluster")
+    assert SCRIPTS["shopctl"] == "shopctl.cli:main"
+    assert "cluster" in (ROOT / "shopctl" / "cli.py").read_text()
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_every_client_uses_the_cluster_with_one_partition_count(name: str) -> None:
+    service = CLUSTER[name]
+    assert service["environment"]["REDIS_CLUSTER_URL"] == CLUSTER_URL
+    assert service["environment"]["PARTITIONS"] == "${CLUSTER_PARTITIONS:-12}"
+    assert "REDIS_URL" not in service["environment"]
+    assert service["build"] == "."
+    command = service["command"]
+    if command[:2] == ["python", "-m"]:
+        assert importlib.util.find_spec(f"{command[2]}.__main__"), name
+    else:
+        assert command[0] in SCRIPTS
+    if name != "demo":
+        assert service["depends_on"] == {"cluster-init": {
+            "condition": "service_completed_successfully"}}
+        assert service["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize("name", ["payment_worker", "inventory_worker", "projector"])
+def test_cluster_workers_can_be_scaled(name: str) -> None:
+    assert "container_name" not in CLUSTER[name] and "ports" not in CLUSTER[name]
+
+
+def test_the_cluster_api_checks_tokens_and_is_healthy_only_when_every_partition_has_a_master(
+) -> None:
+    api = CLUSTER["api"]
+    assert api["environment"].get("API_AUTH", "true") == "true"
+    assert "readyz" in api["healthcheck"]["test"][-1]
+    assert CLUSTER["demo"]["depends_on"] == {"api": {"condition": "service_healthy"}}
+    assert "\nCLUSTER_PARTITIONS=" in (ROOT / ".env.example").read_text()
