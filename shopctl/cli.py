@@ -165,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                        metavar="N,N,...", help="saturation and steady on a system of each "
                        "partition count (1,4,16), and the last again with two replicas of "
                        "each worker; the first is the system of every phase")
+    bench.add_argument("--cluster", action="store_true",
+                       help="instead: saturation and steady on a local Redis Cluster (3 masters, "
+                       "3 replicas) beside one server, 12 partitions each; where the work goes, "
+                       "node by node (shopctl/bench/cluster.py)")
     bench.add_argument("--no-compare-auth", dest="compare_auth", action="store_false",
                        help="skip the second system without authentication (what tokens cost)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"),
@@ -262,7 +266,7 @@ def _bench(args: argparse.Namespace) -> int:
         duration_s=args.duration, api_url=args.api_url, redis_url=args.redis_url,
         out=args.out, runner_events=args.runner_events, scarce=args.scarce,
         log_level=args.log_level, launcher_args=args.launcher_args, partitions=args.partitions,
-        compare_auth=args.compare_auth, token=args.token, abuse=args.abuse,
+        compare_auth=args.compare_auth, token=args.token, abuse=args.abuse, cluster=args.cluster,
         abuse_slow=args.abuse_slow, abuse_uploads=args.abuse_uploads,
         abuse_upload_mb=args.abuse_upload_mb, abuse_flood=args.abuse_flood,
         abuse_header_timeout_s=float(os.environ.get("API_HEADER_TIMEOUT_S", "10")),
@@ -286,7 +290,12 @@ def _bench(args: argparse.Namespace) -> int:
     except ImportError:
         results = asyncio.run(bench.run())
     print()
-    print(report.table(results))
+    if args.cluster:
+        from shopctl.bench import cluster
+
+        print(cluster.table(results))
+    else:
+        print(report.table(results))
     for path in report.save(results, bench.series, args.out):
         print(f"wrote {path}")
     return 0

@@ -14,6 +14,7 @@ included.
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,17 @@ from shopctl.redis_server import PortInUse, RedisServer, port_is_free
 
 SLOTS = 16384
 BUS_OFFSET = 10_000  # a node's cluster bus listens on its port + 10000
+
+
+def free_base(count: int = 6) -> int:
+    """A first port with ``count`` free ports after it, and their bus ports
+    (for a throwaway cluster: the benchmark's, the tests')."""
+    for _ in range(200):
+        base = random.randint(20_000, 40_000)
+        if all(port_is_free(p) and port_is_free(p + BUS_OFFSET)
+               for p in range(base, base + count)):
+            return base
+    raise PortInUse(f"found no {count} free ports in a row between 20000 and 40000")
 
 
 def partition_slots(partitions: int) -> list[int]:

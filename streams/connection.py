@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -149,19 +150,44 @@ def execute_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> lis
     CPU per order 65 -> 61 us). A command's error comes back in its place; a
     failed connection raises, and is dropped so that no answer is left unread
     on it."""
+    return read_all(send_all(client, commands))
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Commands written on a connection, their answers not read yet."""
+
+    pool: Any
+    connection: Any
+    count: int
+
+
+def send_all(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> Sent:
+    """The first half of ``execute_all``: write; ``read_all`` reads. Between
+    the two, other servers can be written to, so that they all work at once."""
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
         connection.send_packed_command([hiredis.pack_command(c) for c in commands])
+    except BaseException:
+        connection.disconnect()
+        pool.release(connection)
+        raise
+    return Sent(pool, connection, len(commands))
+
+
+def read_all(sent: Sent) -> list[Any]:
+    """Every answer of what ``send_all`` wrote, in order."""
+    try:
         answers: list[Any] = []
-        for _ in commands:
+        for _ in range(sent.count):
             try:
-                answers.append(connection.read_response())
+                answers.append(sent.connection.read_response())
             except redis.ResponseError as exc:
                 answers.append(exc)
         return answers
     except BaseException:
-        connection.disconnect()
+        sent.connection.disconnect()
         raise
     finally:
-        pool.release(connection)
+        sent.pool.release(sent.connection)

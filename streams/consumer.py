@@ -95,7 +95,7 @@ class Consumer:
         middleware: Sequence[Middleware] = (),
         wait_replicas: int = 0,
         wait_ms: int = 1000,
-        poll_ms: int = 20,
+        poll_ms: int = 50,
     ) -> None:
         unknown = {t for t in handlers if t != DEAD_LETTER_TYPE and topology.event(t) is None}
         if unknown:

@@ -53,7 +53,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from streams.connection import execute_all, is_cluster
+from streams.connection import Sent, is_cluster, read_all, send_all
 from streams.scripts import Script
 
 log = logging.getLogger(__name__)
@@ -181,14 +181,19 @@ class Nodes:
         refreshed = False
         for attempt in range(self.attempts):
             again: list[int] = []
-            for node, indexes in self._route(commands, todo, asking, answers).items():
-                replies = self._send(node, [commands[i] for i in indexes], wait, fence,
-                                     ask=any(i in asking for i in indexes))
+            routes = self._route(commands, todo, asking, answers)
+            # Every node's batch is written before any answer is read: the
+            # masters work on them at once, a round trip in all, not one each.
+            sent = {node: self._write(node, [commands[i] for i in indexes], wait, fence,
+                                      ask=any(i in asking for i in indexes))
+                    for node, indexes in routes.items()}
+            for node, indexes in routes.items():
+                replies = self._read(node, [commands[i] for i in indexes], wait, sent[node])
                 for i, reply in zip(indexes, replies, strict=True):
                     asking.pop(i, None)
                     answers[i] = reply
                     if isinstance(reply, NoScriptError):
-                        again.append(i)  # _send forgot the node's scripts: loaded next time
+                        again.append(i)  # _read forgot the node's scripts: loaded next time
                     elif self.cluster and isinstance(reply, REDIRECTS):
                         again.append(i)
                         if isinstance(reply, AskError) and not isinstance(reply, MovedError):
@@ -255,10 +260,10 @@ class Nodes:
             raise redis.ConnectionError(f"no node {node} in the cluster's map")
         return self.client.get_redis_connection(found)
 
-    def _send(self, node: str, commands: list[Command], wait: bool, fence: bool,
-              ask: bool) -> list[Any]:
-        """One round trip to one node: its scripts first where it lacks them,
-        the commands, then the fence and the WAIT."""
+    def _write(self, node: str, commands: list[Command], wait: bool, fence: bool,
+               ask: bool) -> tuple[list[Command], Sent | BaseException]:
+        """Write one node's batch: its scripts first where it lacks them, the
+        commands, then the fence and the WAIT; what was written, and how."""
         loaded = self._loaded.setdefault(node, set())
         packed: list[Command] = []
         for command in commands:
@@ -277,7 +282,18 @@ class Nodes:
         if wait:
             packed.append(("WAIT", self.replicas, self.wait_ms))
         try:
-            replies = execute_all(self._client_of(node), packed)
+            return packed, send_all(self._client_of(node), packed)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            return packed, exc
+
+    def _read(self, node: str, commands: list[Command], wait: bool,
+              written: tuple[list[Command], Sent | BaseException]) -> list[Any]:
+        """The answers of one node's batch, each in its command's place."""
+        packed, sent = written
+        try:
+            if isinstance(sent, BaseException):
+                raise sent
+            replies = read_all(sent)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._loaded.pop(node, None)
             return [Unreachable(node, first_key(c) or "", exc) for c in commands]
@@ -285,7 +301,7 @@ class Nodes:
         answers = [r for c, r in zip(packed, replies, strict=True)
                    if c[0] not in ("SCRIPT", "ASKING")][:len(commands)]
         if any(isinstance(a, NoScriptError) for a in answers):
-            loaded.clear()
+            self._loaded.get(node, set()).clear()
         if wait and not (isinstance(confirmed, int) and confirmed >= self.replicas):
             return [a if isinstance(a, BaseException)
                     else Unconfirmed(node, first_key(c) or "", confirmed, self.replicas,

@@ -6,8 +6,10 @@ single server one XREADGROUP reads every stream of every partition and
 blocks until something comes. On Redis Cluster one command may only name
 keys of one slot, so each partition (whose streams share a hash tag) is
 read with an XREADGROUP of its own, the partitions of one master in one
-round trip, without blocking: an idle worker polls, waiting 1 ms after an
-empty poll, doubling up to ``poll_ms``.
+round trip, without blocking: an idle worker polls, and after an empty poll
+waits a quarter of the time since a poll last found something, from half a
+millisecond (under load: a gap is short, and so is the wait) up to
+``poll_ms`` (idle: a few polls a second).
 
 With replicas to wait for, a read ends with a WAIT on the same connection:
 reading entries (XREADGROUP, XAUTOCLAIM, XCLAIM) writes the group's pending
@@ -89,7 +91,7 @@ class Reader:
         self.group, self.name = group, name
         self.batch_size = batch_size
         self.poll_ms = poll_ms
-        self.idle_s = 0.0  # the current wait after an empty poll (cluster)
+        self.last_found = 0.0  # when a poll last found something (monotonic; cluster)
 
     def _partitions(self, streams: Sequence[str]) -> dict[str, list[str]]:
         """The streams by partition tag: what one XREADGROUP may name on a cluster."""
@@ -128,11 +130,12 @@ class Reader:
         for command, answer in zip(commands, self.nodes.execute(commands, wait=True),
                                    strict=True):
             read.take(first_key(command) or "", answer, read_entries)
+        now = time.monotonic()
         if read.entries or read.waiting or not block_ms:
-            self.idle_s = 0.0
-        else:  # an empty poll: wait a little longer each time
-            self.idle_s = min(max(self.idle_s * 2, 0.001), self.poll_ms / 1000, block_ms / 1000)
-            time.sleep(self.idle_s)
+            self.last_found = now
+        else:  # an empty poll: the longer nothing has come, the longer the wait
+            time.sleep(min(max((now - self.last_found) / 4, 0.0005), self.poll_ms / 1000,
+                           block_ms / 1000))
         return read
 
     def own_pending(self, streams: Sequence[str], stopping: Any) -> Iterable[Read]:

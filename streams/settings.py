@@ -88,9 +88,9 @@ class WorkerSettings(Settings):
         description="A message pending this long (its consumer died) is claimed by another.",
     )
     worker_poll_ms: int = Field(
-        20, ge=1, le=1000,
+        50, ge=1, le=1000,
         description="On a cluster, where reads cannot block across slots: the longest an "
-        "idle worker waits between polls (WORKER_POLL_MS).",
+        "idle worker waits between polls; busy, it waits far less (WORKER_POLL_MS).",
     )
     stream_retention_s: float = Field(
         3600, ge=0,

@@ -5,7 +5,6 @@ master, promote its replica, bring the old master back."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import time
@@ -15,19 +14,9 @@ from pathlib import Path
 import redis
 import redis.asyncio
 
-from shopctl.cluster import LocalCluster, nodes_of
-from shopctl.redis_server import port_is_free
+from shopctl.cluster import LocalCluster, free_base, nodes_of
 
 PARTITIONS = 12  # 4 per master
-
-
-def free_base(count: int = 6) -> int:
-    """A first port with ``count`` free ports after it, and their bus ports."""
-    for _ in range(200):
-        base = random.randint(20_000, 40_000)
-        if all(port_is_free(p) and port_is_free(p + 10_000) for p in range(base, base + count)):
-            return base
-    raise AssertionError(f"no {count} free ports in a row")
 
 
 def start(data_dir: Path, node_timeout_ms: int = 1000, aof: bool = False) -> LocalCluster:

@@ -31,8 +31,8 @@ import redis.asyncio
 from redis.crc import key_slot
 
 from shop import keys, topology
-from shopctl.cluster import masters_of, nodes_of
-from shopctl.redis_server import free_port, port_is_free
+from shopctl.cluster import free_base, masters_of, nodes_of
+from shopctl.redis_server import free_port
 from streams.topology import dead as dead_of
 from tests import invariants
 from tests.chaos import Customers, redis_cli, wait_for_quiet
@@ -61,15 +61,6 @@ ENV = {
 }
 
 
-def cluster_base() -> int:
-    """A first port with six free ports after it, and their cluster bus ports."""
-    for _ in range(200):
-        base = random.randint(20_000, 40_000)
-        if all(port_is_free(p) and port_is_free(p + 10_000) for p in range(base, base + 6)):
-            return base
-    raise AssertionError("no six free ports in a row")
-
-
 def roles(port: int) -> dict[int, str]:
     """Each node's role as ``port`` sees them: master (serving slots) or replica."""
     with redis.Redis(port=port, decode_responses=True, socket_timeout=1) as c:
@@ -82,7 +73,7 @@ def test_a_master_killed_mid_run_loses_no_accepted_order(
 ) -> None:
     rng = random.Random(SEED)
     t = topology.SHOP.with_partitions(PARTITIONS)
-    base, api_port = cluster_base(), free_port()
+    base, api_port = free_base(), free_port()
     ports = list(range(base, base + 6))
     api = f"http://127.0.0.1:{api_port}"
     shop = Running(

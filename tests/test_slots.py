@@ -101,15 +101,15 @@ def test_no_step_spans_two_slots_at_four_partitions(
     sync = sync_cls(server=fake_server, decode_responses=True)
     # The runner sends its batches past redis-py's command path (one write):
     # record what it sends there too.
-    sent = nodes.execute_all
+    sent = nodes.send_all
 
-    def execute_all(client: Any, commands: Any) -> list[Any]:
+    def send_all(client: Any, commands: Any) -> Any:
         for command in commands:
             recorder.script(command)
         return sent(client, commands)
 
     shop = Shop(sync, lambda: async_cls(server=fake_server, decode_responses=True), partitions=4)
-    monkeypatch.setattr(nodes, "execute_all", execute_all)
+    monkeypatch.setattr(nodes, "send_all", send_all)
     for product, stock in (("item1", 100), ("item2", 1), ("item3", 50), ("item4", 100)):
         shop.product(product, stock)
     for customer in ("alice", "bob", "carol", "dave", "erin"):

@@ -41,6 +41,9 @@ class Options:
     # authentication costs, in the same run.
     compare_auth: bool = True
     token: str | None = None  # with api_url: an operator token of that system
+    # shopctl bench --cluster: saturation and steady on a local cluster beside
+    # one server, the same partitions (shopctl.bench.cluster)
+    cluster: bool = False
     # shopctl bench --abuse: hostile clients instead of the phases (shopctl.bench.abuse)
     abuse: bool = False
     abuse_slow: int = 1000

@@ -96,7 +96,8 @@ def save(results: dict[str, Any], series: dict[str, list[float]], out: Path) -> 
         path = out / name
         path.write_text(json.dumps(results, indent=2) + "\n")
         written.append(path)
-    written.append(chart(series, results, out / "latest.png"))
+    if "baseline" in results:  # the chart's title is about the bare intake
+        written.append(chart(series, results, out / "latest.png"))
     return written
 
 

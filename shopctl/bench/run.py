@@ -55,6 +55,7 @@ from shopctl.bench.harness import (
     wait_http,
 )
 from shopctl.redis_server import free_port
+from streams.connection import connect_async, is_cluster
 from streams.topology import stored_topology
 
 
@@ -70,6 +71,39 @@ async def backlog(r: redis.asyncio.Redis) -> dict[str, int]:
         for g in groups:
             behind[f"{stream}/{g['name']}"] = (g.get("lag") or 0) + g["pending"]
     return behind
+
+
+async def infos(r: Any, section: str) -> dict[str, dict[str, Any]]:
+    """INFO of the server, or of each master of a cluster, by node."""
+    if not is_cluster(r):
+        return {"redis": await r.info(section)}
+    return dict(await r.info(section, target_nodes=redis.asyncio.RedisCluster.PRIMARIES))
+
+
+async def reset_stats(r: Any) -> None:
+    if is_cluster(r):
+        await r.config_resetstat(target_nodes=redis.asyncio.RedisCluster.ALL_NODES)
+    else:
+        await r.config_resetstat()
+
+
+async def calls_per_order(r: Any, count: int) -> dict[str, dict[str, float]]:
+    """What Redis was asked per order: by command (every master together), and
+    on a cluster, by master (all commands)."""
+    per_node = await infos(r, "commandstats")
+    calls: dict[str, int] = {}
+    for stats in per_node.values():
+        for name, stat in stats.items():
+            calls[name.removeprefix("cmdstat_")] = calls.get(
+                name.removeprefix("cmdstat_"), 0) + int(stat["calls"])
+    found = {"redis_calls_per_order": {
+        name: round(n / count, 2) for name, n in sorted(calls.items(), key=lambda i: -i[1])
+        if n >= count / 10}}
+    if is_cluster(r):
+        found["redis_calls_per_order_by_master"] = {
+            node: round(sum(int(stat["calls"]) for stat in stats.values()) / count, 2)
+            for node, stats in sorted(per_node.items())}
+    return found
 
 
 class Bench:
@@ -124,7 +158,7 @@ class Bench:
         count = self.options.orders
         await self.warm_up(port, "/orders")
         await self.wait_settled(r)
-        await r.config_resetstat()
+        await reset_stats(r)
         finals_before = await self.finals_count(r)
         rewrites_before = await self.aof_rewrites(r)
         cpu_before = self.cpu()
@@ -149,12 +183,7 @@ class Bench:
             "max_lag": dict(self.max_lag),
             "aof_rewrites": await self.aof_rewrites(r) - rewrites_before,
             # What Redis was asked, per order (reads of the lag sampler included).
-            "redis_calls_per_order": {
-                name.removeprefix("cmdstat_"): round(stat["calls"] / count, 2)
-                for name, stat in sorted((await r.info("commandstats")).items(),
-                                         key=lambda item: -item[1]["calls"])
-                if stat["calls"] >= count / 10
-            },
+            **await calls_per_order(r, count),
             # Where the CPU goes: CPU ms each process spent per order settled.
             "cpu_ms_per_order": {
                 name: round((cpu_after[name] - cpu_before[name]) * 1000 / count, 3)
@@ -165,13 +194,17 @@ class Bench:
         return count / settled_s
 
     async def steady(self, host: str, port: int, r: redis.asyncio.Redis, rate: float) -> None:
+        await self.wait_settled(r)
+        await reset_stats(r)
         finals_before = await self.finals_count(r)
         rewrites_before = await self.aof_rewrites(r)
+        cpu_before = self.cpu()
         lag = self.watch_lag(r)
         samples = await loadgen.open_loop(host, port, "/orders", self.bodies, rate,
                                           self.options.duration_s)
         finals = await self.wait_final(r, samples, finals_before)
         await self.stop_watching(lag)
+        cpu_after = self.cpu()
         self.series["steady: POST"] = [s.latency_ms for s in samples]
         self.series["steady: POST to final"] = self.to_final(samples, finals)
         self.record("steady", {
@@ -183,6 +216,13 @@ class Bench:
             "sender_late_ms": percentiles([s.late_ms for s in samples]),
             "max_lag": dict(self.max_lag),
             "aof_rewrites": await self.aof_rewrites(r) - rewrites_before,
+            # Below saturation, where the processes do not fight for the cores:
+            # what each costs per order, idle polling included.
+            "cpu_ms_per_order": {
+                name: round((cpu_after[name] - cpu_before[name]) * 1000 / len(samples), 3)
+                for name in sorted(cpu_after) if name in cpu_before
+            },
+            **await calls_per_order(r, len(samples)),
         })
 
     # -- helpers -----------------------------------------------------------------
@@ -229,7 +269,8 @@ class Bench:
     async def aof_rewrites(r: redis.asyncio.Redis) -> int:
         """How many times Redis has rewritten its append-only file (a fork, and
         a child competing for the cores: the latency tail's usual cause)."""
-        return int((await r.info("persistence")).get("aof_rewrites", 0))
+        return sum(int(info.get("aof_rewrites", 0))
+                   for info in (await infos(r, "persistence")).values())
 
     async def finals_count(self, r: redis.asyncio.Redis) -> int:
         shop = await stored_topology(r, SHOP)
@@ -275,6 +316,10 @@ class Bench:
 
     async def run(self) -> dict[str, Any]:
         o = self.options
+        if o.cluster:
+            from shopctl.bench.cluster import compare
+
+            return await compare(self)
         first = [] if o.api_url else ["--partitions", str(o.partitions[0])]
         with self.system(*first) as (api_url, redis_url, launcher, data_dir):
             r, host, port = await self.open(api_url, redis_url, launcher, data_dir)
@@ -380,7 +425,7 @@ class Bench:
         tokens (none with ``authenticated=False``, for a system started with
         --no-auth); return a Redis client, and the API's host and port."""
         self.launcher = launcher
-        r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        r = self.client(redis_url)
         if authenticated:
             await self.authenticate(r, data_dir)
         else:
@@ -389,6 +434,12 @@ class Bench:
         self.bodies = order_bodies(await self.customer_tokens(r))
         host, port = api_url.removeprefix("http://").rsplit(":", 1)
         return r, host, int(port)
+
+    def client(self, redis_url: str) -> Any:
+        """A client of the system's Redis: its server, or its cluster."""
+        return connect_async(redis_url, cluster=self.on_cluster, max_connections=16)
+
+    on_cluster = False  # whether the system in hand runs on a cluster
 
     async def authenticate(self, r: redis.asyncio.Redis, data_dir: Path | None) -> None:
         """The operator's token: the one the launcher made, or the one given."""
@@ -434,14 +485,19 @@ class Bench:
                     "email": f"c{i}@bench.example", "balance_cents": 10**12})
 
     @contextmanager
-    def system(self, *extra: str) -> Iterator[tuple[str, str, int | None, Path | None]]:
+    def system(self, *extra: str, cluster_port: int | None = None,
+               ) -> Iterator[tuple[str, str, int | None, Path | None]]:
         """The system under test: its API, its Redis, the launcher's pid and its
-        data folder (None for a running system)."""
+        data folder (None for a running system); with ``cluster_port``, on a
+        local cluster whose first node is there."""
         o = self.options
+        self.on_cluster = cluster_port is not None
         if o.api_url:
             yield o.api_url.rstrip("/"), o.redis_url or "redis://127.0.0.1:6379/0", None, None
             return
         redis_port, api_port = free_port(), free_port()
+        if cluster_port is not None:
+            extra = ("--cluster", "--cluster-port", str(cluster_port), *extra)
         with tempfile.TemporaryDirectory(prefix="shop-bench-") as data:
             args = [sys.executable, "-m", "shopctl", "up", "--no-demo", "--data-dir", data,
                     "--redis-port", str(redis_port), "--api-port", str(api_port),
@@ -449,8 +505,10 @@ class Bench:
             env = {"LOG_LEVEL": o.log_level, "NO_COLOR": "1"}
             with process(args, env) as launcher:
                 api_url = f"http://127.0.0.1:{api_port}"
-                wait_http(f"{api_url}/readyz", timeout_s=60)
+                wait_http(f"{api_url}/readyz", timeout_s=90)
                 self.say(f"system     API {api_url}, Redis on port {redis_port}, "
                          f"{' '.join([*o.launcher_args, *extra]) or 'one worker of each kind'}, "
                          f"LOG_LEVEL={o.log_level}")
-                yield api_url, f"redis://127.0.0.1:{redis_port}/0", launcher.pid, Path(data)
+                url = (f"redis://127.0.0.1:{cluster_port}" if cluster_port is not None else
+                       f"redis://127.0.0.1:{redis_port}/0")
+                yield api_url, url, launcher.pid, Path(data)
