@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,7 +12,9 @@ from typing import Any
 from access import tokens
 from shop.topology import SHOP
 from shopctl import demo
-from shopctl.launcher import Launcher, LauncherSettings
+from shopctl.bench import command as bench_command
+from shopctl.launcher import Launcher
+from shopctl.settings import LauncherSettings
 from streams import deadletter
 from streams.connection import connect_async, detect_cluster
 from streams.settings import Settings
@@ -139,59 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                       help="a folder with the operator's, alice's and bob's tokens, one file "
                       "each, as `shopctl up` keeps them (.data/tokens)")
 
-    bench = commands.add_parser(
-        "bench", help="benchmark the saga against a bare intake endpoint; JSON and a chart",
-        description="Starts the real system on free ports with a throwaway data folder (or "
-        "targets a running one with --api-url), then measures the load generator's ceiling, "
-        "the bare intake baseline, saturation, a steady open-loop rate, and the consumer "
-        "runner alone. Prints a table; writes JSON and a PNG chart to --out.",
-    )
-    bench.add_argument("--orders", type=int, default=20_000,
-                       help="orders per baseline and saturation run (20000)")
-    bench.add_argument("--concurrency", type=int, default=64, help="connections (64)")
-    bench.add_argument("--rate", type=float,
-                       help="steady orders/s (default: half the saturation settled/s)")
-    bench.add_argument("--duration", type=float, default=15.0, help="steady seconds (15)")
-    bench.add_argument("--runner-events", type=int, default=20_000,
-                       help="events for the runner microbenchmark (20000)")
-    bench.add_argument("--scarce", action="store_true",
-                       help="stock for half the demand: the rest is refunded")
-    bench.add_argument("--api-url", help="a running system's API instead of a throwaway one")
-    bench.add_argument("--redis-url", help="with --api-url: its Redis (redis://127.0.0.1:6379/0)")
-    bench.add_argument("--token", default=os.environ.get("SHOP_TOKEN"),
-                       help="with --api-url: an operator token (SHOP_TOKEN; default: "
-                       ".data/tokens/operator)")
-    bench.add_argument("--partitions", type=_partition_counts, default=[1, 4, 16],
-                       metavar="N,N,...", help="saturation and steady on a system of each "
-                       "partition count (1,4,16), and the last again with two replicas of "
-                       "each worker; the first is the system of every phase")
-    bench.add_argument("--cluster", action="store_true",
-                       help="instead: saturation and steady on a local Redis Cluster (3 masters, "
-                       "3 replicas) beside one server, 12 partitions each; where the work goes, "
-                       "node by node (shopctl/bench/cluster.py)")
-    bench.add_argument("--no-compare-auth", dest="compare_auth", action="store_false",
-                       help="skip the second system without authentication (what tokens cost)")
-    bench.add_argument("--out", type=Path, default=Path("bench-results"),
-                       help="where to write JSON and the chart (bench-results/)")
-    bench.add_argument("--log-level", default="WARNING",
-                       help="LOG_LEVEL of the system's processes (WARNING: no line per event)")
-    bench.add_argument("--abuse", action="store_true",
-                       help="instead: slow connections, huge uploads and a flood past the "
-                       "open-file limit against a normal client (shopctl/bench/abuse.py)")
-    bench.add_argument("--abuse-slow", type=int, default=1000,
-                       help="--abuse: slow connections under the limits (1000)")
-    bench.add_argument("--abuse-uploads", type=int, default=3,
-                       help="--abuse: uploads of each framing, declared and chunked (3)")
-    bench.add_argument("--abuse-upload-mb", type=int, default=500, help="--abuse: MB each (500)")
-    bench.add_argument("--abuse-flood", type=int, default=20_000,
-                       help="--abuse: slow connections in the flood (20000, at most the "
-                       "open-file limit)")
-    bench.add_argument("launcher_args", nargs="*", metavar="-- UP-OPTION",
-                       help="after --: options for the system, e.g. -- --payment-workers 2")
+    bench_command.add_parser(commands)
 
     args = parser.parse_args(argv)
     if args.command == "bench":
-        return _bench(args)
+        return bench_command.run(args)
     if args.command == "scenario":
         import anyio  # the MCP SDK loads in half a second: only for this command
 
@@ -244,61 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         return Launcher(LauncherSettings(**given)).run()
     parser.error(f"unknown command {args.command}")
     return 2
-
-
-def _partition_counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    if not counts or not all(1 <= n <= 1024 for n in counts):
-        raise argparse.ArgumentTypeError("each partition count is 1 to 1024")
-    return counts
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from shopctl.bench import report
-    from shopctl.bench.harness import Options
-    from shopctl.bench.run import Bench
-
-    options = Options(
-        orders=args.orders, concurrency=args.concurrency, rate=args.rate,
-        duration_s=args.duration, api_url=args.api_url, redis_url=args.redis_url,
-        out=args.out, runner_events=args.runner_events, scarce=args.scarce,
-        log_level=args.log_level, launcher_args=args.launcher_args, partitions=args.partitions,
-        compare_auth=args.compare_auth, token=args.token, abuse=args.abuse, cluster=args.cluster,
-        abuse_slow=args.abuse_slow, abuse_uploads=args.abuse_uploads,
-        abuse_upload_mb=args.abuse_upload_mb, abuse_flood=args.abuse_flood,
-        abuse_header_timeout_s=float(os.environ.get("API_HEADER_TIMEOUT_S", "10")),
-    )
-    bench = Bench(options, print)
-    if args.abuse:
-        try:
-            import uvloop
-
-            found = uvloop.run(bench.abuse())
-        except ImportError:
-            found = asyncio.run(bench.abuse())
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "abuse.json").write_text(json.dumps(found, indent=2) + "\n")
-        print(f"wrote {args.out / 'abuse.json'}")
-        return 0
-    try:
-        import uvloop
-
-        results = uvloop.run(bench.run())
-    except ImportError:
-        results = asyncio.run(bench.run())
-    print()
-    if args.cluster:
-        from shopctl.bench import cluster
-
-        print(cluster.table(results))
-    else:
-        print(report.table(results))
-    for path in report.save(results, bench.series, args.out):
-        print(f"wrote {path}")
-    return 0
 
 
 def _client(redis_url: str | None, max_connections: int = 4) -> Any:

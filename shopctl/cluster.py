@@ -15,7 +15,9 @@ included.
 from __future__ import annotations
 
 import random
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -213,6 +215,7 @@ class LocalCluster:
                         cluster_node_timeout_ms=node_timeout_ms, **popen)
             for port in self.ports
         ]
+        self.dead_since: dict[int, float] = {}  # dead nodes, by port (restart_dead)
 
     @property
     def ports(self) -> list[int]:
@@ -303,6 +306,38 @@ class LocalCluster:
         view = self.view()
         mine = next((n for n in view if n.port == port), None)
         return mine is None or not mine.slots
+
+    def restart_dead(self, now: float, say: Callable[[str], None],
+                     ) -> list[tuple[int, subprocess.Popen]]:
+        """Start dead nodes again: a replica at once; a master once its slots
+        have another master (so that it comes back as that one's replica, never
+        with less than the cluster confirmed), or after three node timeouts
+        when none took over (no replica could). Returns those started."""
+        started = []
+        for node in self.nodes:
+            if node.alive:
+                continue
+            if node.port not in self.dead_since:
+                self.dead_since[node.port] = now
+                code = node.proc.returncode if node.proc else None
+                how = f"was killed by {signal.Signals(-code).name}" if code and code < 0 else (
+                    f"exited with code {code}")
+                say(f"redis-{node.port} {how}; started again once the cluster has taken over "
+                    "its slots")
+                continue
+            patience = 3 * self.node_timeout_ms / 1000
+            if not (self.taken_over(node.port) or now - self.dead_since[node.port] > patience):
+                continue
+            try:
+                node.start()
+            except (PortInUse, TimeoutError, RuntimeError) as exc:
+                say(f"redis-{node.port} could not start again: {exc}; retrying")
+                continue
+            del self.dead_since[node.port]
+            assert node.proc is not None
+            started.append((node.port, node.proc))
+            say(f"redis-{node.port} started again (pid {node.proc.pid}); it rejoins the cluster")
+        return started
 
     def stop(self) -> None:
         for node in self.nodes:

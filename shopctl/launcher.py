@@ -15,9 +15,7 @@ off mid-step.
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import json
 import os
 import signal
 import subprocess
@@ -27,16 +25,14 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Literal
-
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import IO
 
 from access import demo as demo_tokens
 from shopctl import demo, processes
 from shopctl.cluster import ClusterError, LocalCluster, masters_at
+from shopctl.datalock import AlreadyRunning, DataLock
 from shopctl.redis_server import PortInUse, RedisServer, port_is_free, wait_until_ready
+from shopctl.settings import LauncherSettings
 from streams.connection import redacted
 
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
@@ -45,86 +41,6 @@ COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
 RESTART_BACKOFF_S = 0.5
 RESTART_BACKOFF_MAX_S = 10.0
 STABLE_S = 30.0
-
-
-class LauncherSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-
-    # No default: unset means "start the embedded server".
-    redis_url: str | None = Field(None, description="Use this Redis instead of the embedded one.")
-    redis_port: int = Field(6379, description="Port of the embedded Redis (REDIS_PORT).")
-    cluster: bool = Field(False, description="Run on a local Redis Cluster (--cluster).")
-    redis_cluster_url: str | None = Field(
-        None, description="Use this Redis Cluster (any node) instead of a local one.")
-    redis_cluster_port: int = Field(
-        7000, ge=1, le=55535 - 10_000,
-        description="First port of the local cluster's nodes (REDIS_CLUSTER_PORT).")
-    cluster_masters: int = Field(3, ge=3, le=16, description="Masters of the local cluster.")
-    cluster_replicas: int = Field(1, ge=0, le=4, description="Replicas of each master.")
-    cluster_node_timeout_ms: int = Field(
-        3000, ge=500, le=60_000,
-        description="How long a node may be silent before the cluster fails it over.")
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(8000, description="Port of the API (API_PORT).")
-    data_dir: Path = Field(Path(".data"), description="Where the embedded Redis keeps its AOF.")
-    redis_appendfsync: Literal["everysec", "always"] = Field(
-        "everysec", description="AOF fsync policy of the embedded Redis (see the README).",
-    )
-    partitions: int | None = Field(
-        None, ge=1, le=1024, description="Partitions of each stream (PARTITIONS; 1, or 4 per "
-        "master on a cluster); fixed for the life of the data folder.",
-    )
-    payment_workers: int = Field(1, ge=1, le=16)
-    inventory_workers: int = Field(1, ge=1, le=16)
-    projectors: int = Field(1, ge=1, le=16)
-    demo_data: bool = Field(True, description="Load the demo catalog and customers on start.")
-    api_auth: bool = Field(
-        True, description="Require bearer tokens; false (--no-auth) only on a loopback bind.",
-    )
-
-
-class AlreadyRunning(RuntimeError):
-    """Another launcher runs on this data folder."""
-
-
-class DataLock:
-    """One launcher per data folder: an exclusive lock on ``shopctl.lock`` in it,
-    held as long as the launcher lives (the kernel lets it go when the process
-    dies, by SIGKILL too), with what runs where written inside for the next
-    one to read."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "shopctl.lock"
-        self.file: IO[str] | None = None
-
-    def acquire(self, running: dict[str, object]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        file = self.path.open("a+")
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            file.seek(0)
-            try:
-                info = json.loads(file.read() or "{}")
-            except ValueError:
-                info = {}
-            file.close()
-            raise AlreadyRunning(
-                f"shopctl is already running on {self.path.parent} (pid {info.get('pid', '?')}"
-                f", since {info.get('started', '?')}): API on {info.get('api', '?')}, Redis at "
-                f"{info.get('redis', '?')}. Stop it (Ctrl-C in its terminal, or kill "
-                f"{info.get('pid', 'its pid')}), or give this one another --data-dir"
-            ) from None
-        file.seek(0)
-        file.truncate()
-        file.write(json.dumps(running) + "\n")
-        file.flush()
-        self.file = file
-
-    def release(self) -> None:
-        if self.file is not None:
-            self.file.close()  # closing lets the lock go
-            self.file = None
 
 
 @dataclass
@@ -158,7 +74,6 @@ class Launcher:
         self.cluster: LocalCluster | None = None
         self.children: list[Child] = []
         self.lock = DataLock(settings.data_dir.resolve())
-        self.dead_since: dict[int, float] = {}  # dead cluster nodes, by port
 
     @property
     def on_cluster(self) -> bool:
@@ -387,38 +302,12 @@ class Launcher:
         self.say("shopctl", "stopping: API and workers first, then Redis")
         return 0
 
-    def _supervise_cluster(self, now: float) -> None:
-        """Start dead nodes again: a replica at once; a master once its slots
-        have another master (it comes back as its replica), or after three node
-        timeouts when none took over (no replica could)."""
-        assert self.cluster is not None
-        patience = 3 * self.cluster.node_timeout_ms / 1000
-        for node in self.cluster.nodes:
-            if node.alive:
-                continue
-            if node.port not in self.dead_since:
-                self.dead_since[node.port] = now
-                code = node.proc.returncode if node.proc else None
-                self.say("shopctl", f"redis-{node.port} {describe_exit(code or 0)}; started "
-                                    "again once the cluster has taken over its slots")
-                continue
-            if not (self.cluster.taken_over(node.port) or now - self.dead_since[node.port]
-                    > patience):
-                continue
-            try:
-                node.start()
-            except (PortInUse, TimeoutError, RuntimeError) as exc:
-                self.say("shopctl", f"redis-{node.port} could not start again: {exc}; retrying")
-                continue
-            del self.dead_since[node.port]
-            self._pump(f"redis-{node.port}", node.proc)
-            self.say("shopctl", f"redis-{node.port} started again (pid "
-                                f"{node.proc.pid if node.proc else '?'}); it rejoins the cluster")
-
     def _supervise(self) -> None:
         now = time.monotonic()
         if self.cluster:
-            self._supervise_cluster(now)
+            for port, proc in self.cluster.restart_dead(now, lambda line: self.say("shopctl",
+                                                                                   line)):
+                self._pump(f"redis-{port}", proc)
         if self.redis and self.redis.proc and self.redis.proc.poll() is not None:
             self.say("shopctl", f"redis {describe_exit(self.redis.proc.returncode)}; "
                                 "starting it again from its AOF")

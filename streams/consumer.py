@@ -41,7 +41,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -55,22 +54,12 @@ from streams.gates import Gates, describe
 from streams.nodes import TRANSIENT, Nodes, is_transient
 from streams.outcomes import Ack, Outcome
 from streams.reading import Read, Reader
+from streams.retries import Retries
 from streams.topology import Topology, check_partitions, is_dead
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Outcome]
-
-
-@dataclass(slots=True)
-class Later:
-    """A message of ours to claim back and handle again: at ``at`` (monotonic),
-    if it has been idle ``idle_ms`` (else another consumer took it), and once
-    the gate of ``gate`` (a key) is open, if any."""
-
-    at: float
-    idle_ms: int
-    gate: str | None = None
 
 
 class Consumer:
@@ -124,10 +113,7 @@ class Consumer:
         self.reader = Reader(self.nodes, topology, group, self.name, batch_size, poll_ms)
         self.gates = Gates(self.nodes, group)
         self._label = topology.subject.removesuffix("_id")
-        # Messages of ours to handle again: after a handler raised (a backoff),
-        # or once a gate opens. Lost on a crash, which is fine: the entries
-        # stay pending and XAUTOCLAIM finds them.
-        self._retries: dict[tuple[str, str], Later] = {}
+        self.retries = Retries(self.gates)
         self._maintain_at = 0.0
 
     def _streams_for(self, handlers: Iterable[str]) -> list[str]:
@@ -190,10 +176,10 @@ class Consumer:
                     self.gates.try_due(now=None if once else time.monotonic())
                 if once or time.monotonic() >= self._maintain_at:
                     self.maintain()
-                if self._retries:
+                if self.retries:
                     self.retry_due(now=None if once else time.monotonic())
                 handled = self.handle_new(block_ms=None if once else self._block_ms())
-                if once and not handled and not self._ready_retries():
+                if once and not handled and not self.retries.ready():
                     return
             except TRANSIENT as exc:
                 outage = outage or recovery.Outage(self.group, exc)
@@ -205,15 +191,9 @@ class Consumer:
                 log.warning("%s: a stream or group vanished (%s); recreating", self.group, exc)
                 prepared = False
 
-    def _ready_retries(self) -> bool:
-        """Whether a message waits to be handled again that is not behind a gate."""
-        return any(not (later.gate and self.gates.waits(later.gate))
-                   for later in self._retries.values())
-
     def _block_ms(self) -> int:
         """Block for new messages, but not past the next retry, gate or maintenance."""
-        wake = min([self._maintain_at, self.gates.next_try(),
-                    *(later.at for later in self._retries.values() if not later.gate)])
+        wake = min(self._maintain_at, self.gates.next_try(), self.retries.next_at())
         until = int((wake - time.monotonic()) * 1000)
         return max(1, min(self.block_ms, until))
 
@@ -279,31 +259,17 @@ class Consumer:
     def retry_due(self, now: float | None = None) -> int:
         """Claim back and handle our messages whose backoff is over (all of them
         when ``now`` is None), and those whose gate opened; return how many."""
-        due = [
-            (stream, entry_id, later)
-            for (stream, entry_id), later in self._retries.items()
-            if (now is None or later.at <= now)
-            and not (later.gate and self.gates.waits(later.gate))
-        ]
-        if not due:
-            return 0
-        for stream, entry_id, _ in due:
-            del self._retries[(stream, entry_id)]
+        due = self.retries.due(now)
         # The idle condition makes the claim fail if another consumer took the
         # message meanwhile (its claim reset the idle time).
-        return self._take(self.reader.reclaim([
-            (stream, entry_id, 0 if now is None else later.idle_ms)
-            for stream, entry_id, later in due]), count=True)
+        return self._take(self.reader.reclaim(due), count=True) if due else 0
 
     def _take(self, read: Read, count: bool = False) -> int:
         """Handle what a read brought; what waits on a node waits behind its gate."""
         for key, error in read.failed:
             self.gates.close(key, error)
-        now = time.monotonic()
         for stream, entry_id, why in read.waiting:
-            key = getattr(why, "key", "") or stream
-            self.gates.close(key, why)
-            self._retries[(stream, entry_id)] = Later(now, 0, key)
+            self.retries.behind(stream, entry_id, getattr(why, "key", "") or stream, why)
         batch = [self._delivery(stream, i, f) for stream, i, f in read.entries]
         if batch and count:
             counts = self.reader.deliveries([(d.stream, d.entry_id) for d in batch])
@@ -326,14 +292,12 @@ class Consumer:
             self._decide(delivery, errors)
         self.committer.commit(batch)
         failed = []
-        now = time.monotonic()
         for delivery in batch:
             if delivery.error is None:
                 continue
             if is_transient(delivery.error):  # not the handler's fault: wait for its node
                 key = getattr(delivery.error, "key", "") or delivery.stream
-                self.gates.close(key, delivery.error)
-                self._retries[(delivery.stream, delivery.entry_id)] = Later(now, 0, key)
+                self.retries.behind(delivery.stream, delivery.entry_id, key, delivery.error)
                 delivery.waits = describe(getattr(delivery.error, "node", "?"), delivery.error)
             else:
                 failed.append(delivery)
@@ -351,11 +315,9 @@ class Consumer:
     def _remember_failures(self, failed: list[Delivery]) -> None:
         """Keep each error in Redis, for whichever consumer gives up on the
         message, and schedule our own retry after the backoff."""
-        now = time.monotonic()
         for delivery in failed:
             wait = delivery.retry_in_s = self.backoff_s(delivery.deliveries)
-            self._retries[(delivery.stream, delivery.entry_id)] = Later(now + wait,
-                                                                        int(wait * 1000))
+            self.retries.after(delivery.stream, delivery.entry_id, wait)
         try:
             recovery.record_errors(self.nodes, self.topology, self.group, failed)
         except redis.RedisError as exc:  # the message stays pending and is retried anyway

@@ -82,7 +82,7 @@ def consumers(shop: Shop) -> dict[str, object]:
 
 def settle(shop: Shop, running: dict[str, object], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
-    while shop.backlog() or any(c._retries for c in running.values()):  # type: ignore[attr-defined]
+    while shop.backlog() or any(c.retries for c in running.values()):  # type: ignore[attr-defined]
         assert time.monotonic() < deadline, f"backlog {shop.backlog()}"
         for consumer in running.values():
             consumer.run(once=True)  # type: ignore[attr-defined]

@@ -27,10 +27,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import redis.asyncio
+
+from access import tokens
+from shop.topology import SHOP
 from shopctl import processes
 from shopctl.bench.harness import Say, percentiles
+from streams.topology import stored_topology
+
+if TYPE_CHECKING:
+    from shopctl.bench.run import Bench
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -249,3 +257,30 @@ async def abuse(host: str, port: int, launcher: int | None, token: str, say: Say
                                          refused[-1])}
     say(f"abuse      flood of {flood} slow connections: {results['flood']}")
     return results
+
+
+async def against(bench: Bench) -> dict[str, Any]:
+    """The abuse phases (``shopctl bench --abuse``), on a system of their own."""
+    import httpx2
+
+    o = bench.options
+    with bench.system() as (api_url, redis_url, launcher, data_dir):
+        r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        await bench.authenticate(r, data_dir)
+        async with httpx2.AsyncClient(base_url=api_url, headers=bench.operator) as http:
+            await http.post("/products", json={"id": "abuse-p", "name": "Abuse",
+                                               "price_cents": 1, "stock": 10**9})
+            await http.post("/customers", json={"id": "abuse-c", "name": "Abuse",
+                                                "email": "a@bench.example",
+                                                "balance_cents": 10**12})
+        topology = await stored_topology(r, SHOP)
+        await tokens.revoke(r, topology, "abuse-c")
+        token, _ = await tokens.create(r, topology, "customer", name="abuse-c",
+                                       customer_id="abuse-c")
+        await r.aclose()  # type: ignore[attr-defined]
+        host, port = api_url.removeprefix("http://").rsplit(":", 1)
+        bench.results["abuse"] = await abuse(
+            host, int(port), launcher, token, bench.say, slow=o.abuse_slow,
+            uploads=o.abuse_uploads, upload_mb=o.abuse_upload_mb, flood=o.abuse_flood,
+            header_timeout_s=o.abuse_header_timeout_s)
+    return bench.results

@@ -54,8 +54,9 @@ from shopctl.bench.harness import (
     process,
     wait_http,
 )
+from shopctl.bench.stats import calls_per_order, infos, reset_stats
 from shopctl.redis_server import free_port
-from streams.connection import connect_async, is_cluster
+from streams.connection import connect_async
 from streams.topology import stored_topology
 
 
@@ -71,39 +72,6 @@ async def backlog(r: redis.asyncio.Redis) -> dict[str, int]:
         for g in groups:
             behind[f"{stream}/{g['name']}"] = (g.get("lag") or 0) + g["pending"]
     return behind
-
-
-async def infos(r: Any, section: str) -> dict[str, dict[str, Any]]:
-    """INFO of the server, or of each master of a cluster, by node."""
-    if not is_cluster(r):
-        return {"redis": await r.info(section)}
-    return dict(await r.info(section, target_nodes=redis.asyncio.RedisCluster.PRIMARIES))
-
-
-async def reset_stats(r: Any) -> None:
-    if is_cluster(r):
-        await r.config_resetstat(target_nodes=redis.asyncio.RedisCluster.ALL_NODES)
-    else:
-        await r.config_resetstat()
-
-
-async def calls_per_order(r: Any, count: int) -> dict[str, dict[str, float]]:
-    """What Redis was asked per order: by command (every master together), and
-    on a cluster, by master (all commands)."""
-    per_node = await infos(r, "commandstats")
-    calls: dict[str, int] = {}
-    for stats in per_node.values():
-        for name, stat in stats.items():
-            calls[name.removeprefix("cmdstat_")] = calls.get(
-                name.removeprefix("cmdstat_"), 0) + int(stat["calls"])
-    found = {"redis_calls_per_order": {
-        name: round(n / count, 2) for name, n in sorted(calls.items(), key=lambda i: -i[1])
-        if n >= count / 10}}
-    if is_cluster(r):
-        found["redis_calls_per_order_by_master"] = {
-            node: round(sum(int(stat["calls"]) for stat in stats.values()) / count, 2)
-            for node, stats in sorted(per_node.items())}
-    return found
 
 
 class Bench:
@@ -349,34 +317,6 @@ class Bench:
         baseline = self.results["baseline"]["accepted_per_s"]
         self.results["ratio_settled_to_baseline"] = round(
             self.results["saturation"]["settled_per_s"] / baseline, 2)
-        return self.results
-
-    async def abuse(self) -> dict[str, Any]:
-        """The abuse phases (``shopctl bench --abuse``) instead of the others."""
-        import httpx2
-
-        from shopctl.bench import abuse
-
-        o = self.options
-        with self.system() as (api_url, redis_url, launcher, data_dir):
-            r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-            await self.authenticate(r, data_dir)
-            async with httpx2.AsyncClient(base_url=api_url, headers=self.operator) as http:
-                await http.post("/products", json={"id": "abuse-p", "name": "Abuse",
-                                                   "price_cents": 1, "stock": 10**9})
-                await http.post("/customers", json={"id": "abuse-c", "name": "Abuse",
-                                                    "email": "a@bench.example",
-                                                    "balance_cents": 10**12})
-            topology = await stored_topology(r, SHOP)
-            await tokens.revoke(r, topology, "abuse-c")
-            token, _ = await tokens.create(r, topology, "customer", name="abuse-c",
-                                           customer_id="abuse-c")
-            await r.aclose()  # type: ignore[attr-defined]
-            host, port = api_url.removeprefix("http://").rsplit(":", 1)
-            self.results["abuse"] = await abuse.abuse(
-                host, int(port), launcher, token, self.say, slow=o.abuse_slow,
-                uploads=o.abuse_uploads, upload_mb=o.abuse_upload_mb, flood=o.abuse_flood,
-                header_timeout_s=o.abuse_header_timeout_s)
         return self.results
 
     async def without_auth(self, rate: float) -> None:
