@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 
 import httpx2
 import redis
@@ -14,6 +15,7 @@ from shop import keys
 from shop.statuses import FINAL_STATUSES
 from shopctl.redis_server import find_cli
 from streams.topology import Topology
+from tests.running import Running
 
 
 class Customers:
@@ -103,3 +105,17 @@ def wait_for_quiet(
             pass
         assert time.monotonic() < deadline, "the system did not settle"
         time.sleep(0.2)
+
+
+def ended_cleanly(shop: Running, code: int) -> list[str]:
+    """The launcher, stopped as Ctrl-C does, exited 0 (``code``) with no
+    traceback in its log; returns the log's lines."""
+    log = "\n".join(shop.lines)
+    assert code == 0, log[-5000:]
+    assert "Traceback" not in log, log[-5000:]
+    return shop.lines
+
+
+def listed(counts: Mapping[str, int]) -> str:
+    """``completed 431, refunded 4356``: counts by name, in name order."""
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
