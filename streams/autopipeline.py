@@ -76,7 +76,9 @@ class AutoPipeline:
 
     async def execute_command(self, *args: Any, durable: bool = False) -> Any:
         loop = asyncio.get_running_loop()
-        call = Queued(args, loop.create_future(), durable, time.monotonic() + self.retry_s)
+        # No retries on one server: no clock read per command either.
+        deadline = time.monotonic() + self.retry_s if self.retry_s else 0.0
+        call = Queued(args, loop.create_future(), durable, deadline)
         self._queue(call)
         return await call.future
 

@@ -92,16 +92,23 @@ class Reader:
         self.batch_size = batch_size
         self.poll_ms = poll_ms
         self.last_found = 0.0  # when a poll last found something (monotonic; cluster)
+        self._by_tag: dict[tuple[str, ...], dict[str, list[str]]] = {}
 
     def _partitions(self, streams: Sequence[str]) -> dict[str, list[str]]:
-        """The streams by partition tag: what one XREADGROUP may name on a cluster."""
+        """The streams by partition tag: what one XREADGROUP may name on a cluster
+        (worked out once for each set of streams: a poll asks again and again)."""
         if not self.nodes.cluster:
             return {"": list(streams)}
-        by_tag: dict[str, list[str]] = {}
-        for stream in streams:
-            by_tag.setdefault(self.topology.split(stream.removesuffix(".dead"))[1], []).append(
-                stream)
-        return by_tag
+        key = tuple(streams)
+        if (found := self._by_tag.get(key)) is None:
+            found = {}
+            for stream in streams:
+                tag = self.topology.split(stream.removesuffix(".dead"))[1]
+                found.setdefault(tag, []).append(stream)
+            if len(self._by_tag) > 64:  # the sets a gate can make: few; never many
+                self._by_tag.clear()
+            self._by_tag[key] = found
+        return found
 
     def _xreadgroup(self, streams: Sequence[str], ids: Sequence[str],
                     block_ms: int | None = None) -> Command:

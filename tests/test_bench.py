@@ -44,3 +44,24 @@ def test_the_benchmark_runs_every_phase_and_writes_json_and_a_chart(tmp_path: Pa
     for phases in results["partitions"].values():
         assert phases["saturation"]["orders"] == 150 and phases["steady"]["orders"] == 40
     assert "partitions on one server, same run" in result.stdout
+
+
+def test_the_cluster_benchmark_compares_a_cluster_with_one_server(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shopctl", "bench", "--cluster", "--rounds", "1", "--orders", "150",
+         "--concurrency", "8", "--rate", "40", "--duration", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=170,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "latest.json").read_text())["cluster"]["summary"]
+    assert set(summary["settled_per_s"]) == {"one server", "cluster"}
+    assert all(n > 0 for n in summary["settled_per_s"].values())
+    # Where the work goes: each of the three masters and three replicas, per order.
+    redis_cpu = summary["redis_cpu_ms_per_order"]
+    assert sorted(redis_cpu["masters"]) == ["master-1", "master-2", "master-3"]
+    assert sorted(redis_cpu["replicas"]) == ["replica-1", "replica-2", "replica-3"]
+    assert all(ms > 0 for ms in redis_cpu["masters"].values())
+    assert len(summary["commands_per_order"]["masters"]) == 3
+    assert summary["python_ratio"] > 0
+    assert set(summary["projection"]) == {"evenness", "3 masters", "6 masters", "12 masters"}
+    assert "cluster ÷ one server = " in result.stdout and "projection" in result.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -153,3 +154,28 @@ def test_shopctl_cluster_form_forms_bare_nodes_with_a_password_once(
         for node in nodes:
             node.terminate()
             node.wait(10)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_shopctl_up_runs_on_your_own_cluster(cluster: LocalCluster, tmp_path: Path) -> None:
+    local.flush(cluster)
+    api_port = free_port()
+    shop = Running(tmp_path, free_port(), api_port, env={"REDIS_CLUSTER_URL": cluster.url})
+    try:
+        shop.wait_for("ready: API on", timeout_s=90)
+        assert any(f"using your Redis Cluster at {cluster.url}" in line for line in shop.lines)
+        assert any("(12 partitions)" in line for line in shop.lines)  # 4 per master it found
+        with httpx2.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as http:
+            placed = http.post("/orders", headers=shop.auth("alice"),
+                               json={"lines": [{"product_id": "item1", "quantity": 1}]})
+            assert placed.status_code == 202, placed.text
+            order = f"/orders/{placed.json()['id']}"
+            deadline = time.monotonic() + 30
+            while http.get(order, headers=shop.auth("alice")).json()["status"] != "completed":
+                assert time.monotonic() < deadline, "the order did not complete"
+                time.sleep(0.1)
+    finally:
+        code = shop.stop()
+    assert code == 0, "\n".join(shop.lines[-30:])
+    assert "Traceback" not in "\n".join(shop.lines)

@@ -42,6 +42,8 @@ def add_parser(commands: Any) -> None:
                        help="instead: saturation and steady on a local Redis Cluster (3 masters, "
                        "3 replicas) beside one server, 12 partitions each; where the work goes, "
                        "node by node (shopctl/bench/cluster.py)")
+    bench.add_argument("--rounds", type=int, default=2,
+                       help="--cluster: how many times the two systems take turns (2)")
     bench.add_argument("--no-compare-auth", dest="compare_auth", action="store_false",
                        help="skip the second system without authentication (what tokens cost)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"),
@@ -84,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, runner_events=args.runner_events, scarce=args.scarce,
         log_level=args.log_level, launcher_args=args.launcher_args, partitions=args.partitions,
         compare_auth=args.compare_auth, token=args.token, abuse=args.abuse, cluster=args.cluster,
+        rounds=args.rounds,
         abuse_slow=args.abuse_slow, abuse_uploads=args.abuse_uploads,
         abuse_upload_mb=args.abuse_upload_mb, abuse_flood=args.abuse_flood,
         abuse_header_timeout_s=float(os.environ.get("API_HEADER_TIMEOUT_S", "10")),

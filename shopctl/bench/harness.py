@@ -44,6 +44,7 @@ class Options:
     # shopctl bench --cluster: saturation and steady on a local cluster beside
     # one server, the same partitions (shopctl.bench.cluster)
     cluster: bool = False
+    rounds: int = 2  # how many times the two systems take turns
     # shopctl bench --abuse: hostile clients instead of the phases (shopctl.bench.abuse)
     abuse: bool = False
     abuse_slow: int = 1000

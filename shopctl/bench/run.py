@@ -287,7 +287,7 @@ class Bench:
         if o.cluster:
             from shopctl.bench.cluster import compare
 
-            return await compare(self)
+            return await compare(self, o.rounds)
         first = [] if o.api_url else ["--partitions", str(o.partitions[0])]
         with self.system(*first) as (api_url, redis_url, launcher, data_dir):
             r, host, port = await self.open(api_url, redis_url, launcher, data_dir)
