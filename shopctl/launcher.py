@@ -175,7 +175,10 @@ class Launcher:
             "PARTITIONS": str(self.partitions),
             "PYTHONUNBUFFERED": "1",
         }
-        if self.on_cluster:
+        if self.cluster:  # every node: a process starting while one is down finds another
+            env["REDIS_CLUSTER_URL"] = "redis://" + ",".join(
+                f"127.0.0.1:{port}" for port in self.cluster.ports)
+        elif self.on_cluster:
             env["REDIS_CLUSTER_URL"] = self.redis_url
         else:
             env["REDIS_URL"] = self.redis_url

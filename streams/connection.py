@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 import hiredis
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ConstantBackoff
 from redis.crc import key_slot
@@ -19,13 +21,25 @@ from redis.crc import key_slot
 def redacted(url: str) -> str:
     """A Redis URL fit for a log line: its password, if any, replaced by ***."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
+
+
+def cluster_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A cluster's URL may name several nodes, comma-separated
+    (``redis://:pw@10.0.0.5:6379,10.0.0.6:6379``), so that a process can start
+    while one of them is down: the URL with the first, and the others."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    nodes = []
+    for node in others:
+        host, _, port = node.rpartition(":")
+        nodes.append((host or node, int(port) if host else 6379))
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{first}")), nodes
 
 
 def is_cluster(client: Any) -> bool:
@@ -35,16 +49,20 @@ def is_cluster(client: Any) -> bool:
 
 def connect(url: str, *, cluster: bool = False, block_ms: int = 1000) -> Any:
     """A synchronous client for a worker; its socket timeout outlasts a blocking
-    read. With ``cluster``, ``url`` is any node of a Redis Cluster: the client
-    learns the slots from it and follows MOVED and ASK (``streams.nodes``
-    sends the hot path's commands itself, a round trip per node)."""
+    read. With ``cluster``, ``url`` is any node of a Redis Cluster, or several
+    (``cluster_nodes``): the client learns the slots from the first that
+    answers and follows MOVED and ASK (``streams.nodes`` sends the hot path's
+    commands itself, a round trip per node)."""
     options: dict[str, Any] = {
         "decode_responses": True,
         "socket_connect_timeout": 2,
         "socket_timeout": block_ms / 1000 + 5,
     }
     if cluster:
-        return redis.RedisCluster.from_url(url, **options)
+        first, others = cluster_nodes(url)
+        return redis.RedisCluster.from_url(
+            first, startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in others],
+            **options)
     return redis.Redis.from_url(url, health_check_interval=30, **options)
 
 
@@ -70,8 +88,10 @@ def connect_async(
     node of a Redis Cluster, and ``max_connections`` is per node.
     """
     if cluster:
+        first, others = cluster_nodes(url)
         return redis.asyncio.RedisCluster.from_url(
-            url, decode_responses=True, max_connections=max_connections,
+            first, startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in others],
+            decode_responses=True, max_connections=max_connections,
             socket_connect_timeout=min(1.0, timeout_s), socket_timeout=timeout_s,
         )
     pool: redis.asyncio.BlockingConnectionPool = redis.asyncio.BlockingConnectionPool.from_url(

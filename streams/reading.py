@@ -26,8 +26,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from streams.gates import Gates
 from streams.nodes import Command, Nodes, Unconfirmed, first_key, is_transient
 from streams.topology import Topology
@@ -202,12 +200,15 @@ class Reader:
         return read
 
     def deliveries(self, entries: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """How many times Redis has delivered each entry (XPENDING)."""
+        """How many times Redis has delivered each entry (XPENDING); 1 where
+        its node did not answer just now (at worst, one try more before the
+        entry is dead-lettered)."""
         commands = [("XPENDING", s, self.group, i, i, 1) for s, i in entries]
         counts: dict[tuple[str, str], int] = {}
         for (stream, entry_id), answer in zip(entries, self.nodes.execute(commands),
                                               strict=True):
-            if isinstance(answer, redis.RedisError):
+            if isinstance(answer, BaseException) and not is_transient(answer):
                 raise answer
-            counts[(stream, entry_id)] = int(answer[0][3]) if answer else 1
+            counts[(stream, entry_id)] = (int(answer[0][3]) if answer and isinstance(
+                answer, list) else 1)
         return counts

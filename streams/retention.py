@@ -48,7 +48,7 @@ def safe_points(
     oldest_pending: list[tuple[str, str]] = []
     pipe = client.pipeline(transaction=False)
     for stream, groups in zip(streams, infos, strict=True):
-        if isinstance(groups, redis.ResponseError):  # no such stream
+        if isinstance(groups, Exception):  # no such stream, or its node did not answer
             points[stream] = None
             continue
         by_name = {g["name"]: g for g in groups}
@@ -60,7 +60,11 @@ def safe_points(
             if group["pending"]:
                 pipe.xpending(stream, name)
                 oldest_pending.append((stream, name))
-    for (stream, _name), summary in zip(oldest_pending, pipe.execute(), strict=True):
+    for (stream, _name), summary in zip(oldest_pending, pipe.execute(raise_on_error=False),
+                                        strict=True):
+        if isinstance(summary, Exception):  # unknown now: not trimmed this time
+            points[stream] = None
+            continue
         point = points[stream]
         if summary["min"] and point is not None:
             points[stream] = _older(point, summary["min"])
@@ -79,4 +83,5 @@ def trim(
     pipe = client.pipeline(transaction=False)
     for stream, point in points.items():
         pipe.xtrim(stream, minid=_older(point, horizon), approximate=False)
-    return dict(zip(points, pipe.execute(), strict=True))
+    return {stream: removed for stream, removed in zip(points, pipe.execute(
+        raise_on_error=False), strict=True) if isinstance(removed, int)}

@@ -6,15 +6,17 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from streams import logs, middleware
+from streams import logs, middleware, recovery
 from streams.connection import connect, redacted
 from streams.consumer import Consumer, Handler
+from streams.nodes import TRANSIENT
 from streams.settings import WorkerSettings
 from streams.topology import Topology
 
@@ -40,8 +42,22 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
     batch, exit 0."""
     logs.configure(settings.log_format, settings.log_level)
     group = worker.group
-    client = connect(settings.redis_target, cluster=settings.cluster,
-                     block_ms=settings.worker_block_ms)
+    consumer: Consumer | None = None
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        log.info("%s: %s received; finishing the batch in hand", group,
+                 signal.Signals(signum).name)
+        stopping = True
+        if consumer is not None:
+            consumer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    client = _connect(settings, group, lambda: stopping)
+    if client is None:
+        return 0
     consumer = worker.consumer(
         client,
         settings.partitions,
@@ -57,14 +73,6 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
         wait_ms=settings.redis_wait_ms,
         poll_ms=settings.worker_poll_ms,
     )
-
-    def stop(signum: int, _frame: object) -> None:
-        log.info("%s: %s received; finishing the batch in hand", group,
-                 signal.Signals(signum).name)
-        consumer.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     log.info("%s: consumer %s reading %d stream(s) of %d partition(s) on %s%s: %s", group,
              consumer.name, len(consumer.streams), settings.partitions,
              "the cluster at " if settings.cluster else "", redacted(settings.redis_target),
@@ -72,10 +80,32 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
     # What exists now lives as long as the process: spare the cyclic garbage
     # collector from walking it again with every batch's allocations.
     gc.freeze()
-    consumer.run()
+    if not stopping:
+        consumer.run()
     client.close()
     log.info("%s: consumer %s stopped", group, consumer.name)
     return 0
+
+
+def _connect(settings: WorkerSettings, group: str, stopping: Callable[[], bool]) -> Any:
+    """The process's client, once it can be had: a cluster's client reads the
+    slots as it is made, and a worker started while its cluster fails over
+    (or none of its nodes answers yet) waits for one rather than dying."""
+    outage: recovery.Outage | None = None
+    while not stopping():
+        try:
+            client = connect(settings.redis_target, cluster=settings.cluster,
+                             block_ms=settings.worker_block_ms)
+        except TRANSIENT as exc:
+            outage = outage or recovery.Outage(group, exc)
+            deadline = time.monotonic() + outage.next_delay()
+            while not stopping() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            continue
+        if outage:
+            outage.over()
+        return client
+    return None
 
 
 def _summary(streams: list[str], shown: int = 8) -> str:
