@@ -58,6 +58,9 @@ ENV = {
     "WORKER_BLOCK_MS": "200",
     "STREAM_RETENTION_S": "2",
     "LOG_LEVEL": "WARNING",
+    # Shorter than the failover: orders to the dead master's partitions are
+    # answered 503 or 504 meanwhile, and resent with their key.
+    "API_REDIS_TIMEOUT_S": "1",
 }
 
 
