@@ -111,20 +111,25 @@ PARTITIONS = [pytest.param(1, id="1p"), pytest.param(4, id="4p")]
         pytest.param(("cluster", 12), marks=pytest.mark.integration, id="cluster"),
     ]
 )
-def shop(request: pytest.FixtureRequest) -> Shop:
+def shop(request: pytest.FixtureRequest) -> Iterator[Shop]:
     """The saga's driver, on fakeredis and again on the real server, at one
     partition and at four, and on the real cluster at twelve."""
     where, partitions = request.param
     if where == "cluster":
-        return cluster_shop(request.getfixturevalue("cluster"))
-    if where == "real":
+        driver = cluster_shop(request.getfixturevalue("cluster"))
+    elif where == "real":
         real, server = request.getfixturevalue("real"), request.getfixturevalue("redis_server")
-        return real_shop_of(real, server, partitions)
-    server = request.getfixturevalue("fake_server")
-    return Shop(
-        request.getfixturevalue("fake"),
-        lambda: fakeredis.FakeAsyncRedis(server=server, decode_responses=True),
-    )
+        driver = real_shop_of(real, server, partitions)
+    else:
+        server = request.getfixturevalue("fake_server")
+        driver = Shop(
+            request.getfixturevalue("fake"),
+            lambda: fakeredis.FakeAsyncRedis(server=server, decode_responses=True),
+        )
+    yield driver
+    driver.close()
+    if where == "cluster":
+        driver.r.close()
 
 
 def real_shop_of(real: redis.Redis, server: RedisServer, partitions: int) -> Shop:
@@ -158,8 +163,10 @@ def real_shop(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iter
     """The saga's driver on the real server, at one partition and at four, and
     on the real cluster at twelve."""
     if request.param == "cluster":
-        shop = cluster_shop(request.getfixturevalue("cluster"))
-        yield shop
-        shop.r.close()
-        return
-    yield real_shop_of(request.getfixturevalue("real"), redis_server, request.param)
+        driver = cluster_shop(request.getfixturevalue("cluster"))
+    else:
+        driver = real_shop_of(request.getfixturevalue("real"), redis_server, request.param)
+    yield driver
+    driver.close()
+    if request.param == "cluster":
+        driver.r.close()

@@ -36,6 +36,8 @@ class Shop:
     ) -> None:
         self.r = client
         self._async_client = async_client
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._placer: redis.asyncio.Redis | None = None
         self.url = url
         self.cluster = is_cluster(client)
         self.wait_replicas = wait_replicas
@@ -146,14 +148,27 @@ class Shop:
             {"customer_id": customer,
              "lines": [{"product_id": p, "quantity": q} for p, q in lines]}
         )
-        return asyncio.run(self._place(body, customer))
+        if self._loop is None:  # one loop and one client for every order of the test
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self._place(body, customer))
 
     async def _place(self, body: OrderIn, customer: str) -> str:
-        client = self._async_client()
+        if self._placer is None:
+            self._placer = self._async_client()
         try:
-            return (await orders.place(client, self.topology, body, customer))[0].id
-        finally:
-            await client.aclose()
+            return (await orders.place(self._placer, self.topology, body, customer))[0].id
+        except redis.ConnectionError:  # the server was restarted since: a new client
+            await self._placer.aclose()
+            self._placer = self._async_client()
+            return (await orders.place(self._placer, self.topology, body, customer))[0].id
+
+    def close(self) -> None:
+        """Let go of the client orders were placed with, and its loop."""
+        if self._loop is not None:
+            if self._placer is not None:
+                self._loop.run_until_complete(self._placer.aclose())
+            self._loop.close()
+            self._loop = self._placer = None
 
     def settle(self, groups: Iterable[str] = tuple(GROUPS), rounds: int = 10) -> None:
         """Run the consumers of ``groups`` in turn until none has anything left."""

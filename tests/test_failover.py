@@ -55,6 +55,14 @@ def fresh(tmp_path: Path) -> Iterator[LocalCluster]:
     started.stop()
 
 
+@pytest.fixture
+def on_fresh(fresh: LocalCluster) -> Iterator[Shop]:
+    """The saga's driver on that cluster."""
+    shop = cluster_shop(fresh)
+    yield shop
+    shop.close()
+
+
 def synced(cluster: LocalCluster, master: int) -> None:
     """Wait until a replica of ``master`` holds everything it holds now."""
     with cluster.client(master) as c, c.pipeline(transaction=False) as pipe:
@@ -89,8 +97,10 @@ def settle(shop: Shop, running: dict[str, object], timeout_s: float = 30) -> Non
         time.sleep(0.05)
 
 
-def test_an_order_is_answered_202_only_once_a_replica_holds_it(fresh: LocalCluster) -> None:
-    shop = cluster_shop(fresh)
+def test_an_order_is_answered_202_only_once_a_replica_holds_it(
+    fresh: LocalCluster, on_fresh: Shop,
+) -> None:
+    shop = on_fresh
     shop.product("item1", stock=10)
     shop.customer("alice", 10_000)
     alice = bearer(make_token(shop.async_client, "customer", "alice",
@@ -118,9 +128,9 @@ def test_an_order_is_answered_202_only_once_a_replica_holds_it(fresh: LocalClust
 
 
 def test_a_charge_a_failover_takes_back_is_made_again_once_and_nothing_acted_on_it(
-    fresh: LocalCluster,
+    fresh: LocalCluster, on_fresh: Shop,
 ) -> None:
-    shop = cluster_shop(fresh)
+    shop = on_fresh
     shop.product("item1", stock=10, price_cents=1000)
     shop.customer("alice", 10_000)
     order = shop.order("alice", ("item1", 2))
@@ -153,9 +163,9 @@ def test_a_charge_a_failover_takes_back_is_made_again_once_and_nothing_acted_on_
 
 
 def test_a_status_move_a_failover_takes_back_is_made_again_to_the_same_status(
-    fresh: LocalCluster,
+    fresh: LocalCluster, on_fresh: Shop,
 ) -> None:
-    shop = cluster_shop(fresh)
+    shop = on_fresh
     shop.product("item1", stock=10)
     shop.customer("alice", 10_000)
     order = shop.order("alice", ("item1", 1))
@@ -181,9 +191,9 @@ def test_a_status_move_a_failover_takes_back_is_made_again_to_the_same_status(
 
 
 def test_stock_taken_on_another_master_is_built_on_only_once_a_replica_holds_it(
-    fresh: LocalCluster,
+    fresh: LocalCluster, on_fresh: Shop,
 ) -> None:
-    shop = cluster_shop(fresh)
+    shop = on_fresh
     order_master = local.master_of(fresh, shop.customer_key("alice"))
     product = product_not_on(fresh, order_master)
     shop.product(product, stock=10)
@@ -270,8 +280,10 @@ def test_ask_is_followed_while_a_slot_migrates(fresh: LocalCluster) -> None:
                 client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", view[source])
 
 
-def test_readyz_is_503_while_a_partition_has_no_master(fresh: LocalCluster) -> None:
-    shop = cluster_shop(fresh)
+def test_readyz_is_503_while_a_partition_has_no_master(
+    fresh: LocalCluster, on_fresh: Shop,
+) -> None:
+    shop = on_fresh
     app = api_app(shop.async_client(), partitions=local.PARTITIONS, redis_wait_replicas=1)
     master = fresh.masters_now()[0]
     replica = local.replica_of(fresh, master)
