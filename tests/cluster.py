@@ -19,7 +19,7 @@ from shopctl.cluster import LocalCluster, free_base, nodes_of
 PARTITIONS = 12  # 4 per master
 
 
-def start(data_dir: Path, node_timeout_ms: int = 1000, aof: bool = False) -> LocalCluster:
+def start(data_dir: Path, node_timeout_ms: int = 3000, aof: bool = False) -> LocalCluster:
     return LocalCluster(free_base(), data_dir, partitions=PARTITIONS, aof=aof,
                         node_timeout_ms=node_timeout_ms, stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL).start()
