@@ -9,7 +9,9 @@ finds a taken id, and an edit that raced a worker's stock or balance change
 is done again on the new record instead of writing the old stock back. On
 a cluster the transaction runs on the master of the record's slot
 (``connection.one_slot``): every key it touches is in that slot.
-Restocking is a Lua script on the same hash, atomic with the workers' takes.
+Restocking, and any other change of stock by an operator, is a Lua script on
+the same hash, atomic with the workers' takes, that records the change in the
+product's adjustments stream (``keys.adjustments``) in the same step.
 """
 
 from __future__ import annotations
@@ -26,16 +28,31 @@ from order_api.models import Customer, Product
 from order_api.schemas import CustomerIn, ProductIn, ProductPatch
 from shop import keys
 from streams.connection import one_slot
+from streams.envelope import new_id, utc_now
 from streams.scripts import Script, evaluate
 from streams.topology import Topology
 
-RESTOCK = Script(
-    "restock",
+# An operator's change of a product's stock (a restock is one), never below
+# zero, recorded as an ``inventory.adjusted`` entry of the product's adjustments
+# stream in the same step. KEYS: product, its adjustments stream.
+# ARGV: stock field, delta, event id, product id, occurred at, reason, who, entries kept.
+ADJUST = Script(
+    "adjust_stock",
     """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local stock = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local new = stock + tonumber(ARGV[2])
+if new < 0 then return {'short', stock} end
+redis.call('HSET', KEYS[1], ARGV[1], new)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'type', 'inventory.adjusted',
+           'event_id', ARGV[3], 'product_id', ARGV[4], 'occurred_at', ARGV[5],
+           'delta', ARGV[2], 'stock', new, 'reason', ARGV[6], 'by', ARGV[7])
+return {'adjusted', new}
 """,
 )
+
+# How many adjustments a product's stream keeps (about: trimmed as it goes).
+ADJUSTMENTS_KEPT = 1000
 
 Record = TypeVar("Record", Product, Customer)
 
@@ -77,10 +94,22 @@ async def delete_product(r: redis.asyncio.Redis, product_id: str) -> None:
         raise NotFound(f"product {product_id!r} not found")
 
 
-async def restock(r: redis.asyncio.Redis, product_id: str, quantity: int) -> Product:
-    stock = await evaluate(r, RESTOCK, [keys.product(product_id)], [keys.STOCK_FIELD, quantity])
-    if stock is None:
+async def restock(r: redis.asyncio.Redis, product_id: str, quantity: int, by: str) -> Product:
+    return await adjust(r, product_id, quantity, "restock", by)
+
+
+async def adjust(r: redis.asyncio.Redis, product_id: str, delta: int, reason: str,
+                 by: str) -> Product:
+    """Change a product's stock by ``delta`` (never below zero: ``Conflict``),
+    atomically with the workers' takes, and record it in the product's
+    adjustments stream."""
+    answer = await evaluate(r, ADJUST, [keys.product(product_id), keys.adjustments(product_id)], [
+        keys.STOCK_FIELD, delta, new_id(), product_id, utc_now(), reason, by, ADJUSTMENTS_KEPT])
+    if answer[0] == "missing":
         raise NotFound(f"product {product_id!r} not found")
+    if answer[0] == "short":
+        raise Conflict(f"product {product_id!r} has {answer[1]} in stock: a change of {delta} "
+                       "would take it below zero")
     return await get_product(r, product_id)
 
 

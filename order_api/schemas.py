@@ -64,6 +64,14 @@ class Restock(Body):
     quantity: Annotated[int, Field(ge=1, le=1_000_000), NUMBER]
 
 
+class Adjustment(Body):
+    delta: Annotated[int, Field(ge=-1_000_000, le=1_000_000,
+                                description="Units added (positive) or taken (negative)."),
+                     NUMBER]
+    reason: Annotated[str, Field(min_length=1, max_length=200,
+                                 description="Why, kept with the change.")]
+
+
 class ProductOut(BaseModel):
     id: str
     name: str

@@ -41,6 +41,13 @@ def take(product_id: str, order_id: str) -> str:
     return f"{GLOBAL_PREFIX}:take:{{{product(product_id)}}}:{order_id}"
 
 
+def adjustments(product_id: str) -> str:
+    """Stream of one product's stock adjustments by an operator (restocks
+    included), one ``inventory.adjusted`` entry each, written with the change:
+    in the product's slot."""
+    return f"{GLOBAL_PREFIX}:adjustments:{{{product(product_id)}}}"
+
+
 def customer(customer_id: str, tag: str = "") -> str:
     """Hash of one customer (redis-om ``Customer``): name, email, balance_cents."""
     return f"{GLOBAL_PREFIX}:{CUSTOMER_PREFIX}:{customer_id}{tag}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -153,6 +154,7 @@ ROUTES = [
     ("post", "/products", {"id": "tea", "name": "Tea", "price_cents": 5}, {"operator"}),
     ("patch", "/products/item1", {"price_cents": 842081}, {"operator"}),
     ("post", "/products/item1/restock", {"quantity": 5}, {"operator"}),
+    ("post", "/products/item1/adjustments", {"delta": -1, "reason": "counted"}, {"operator"}),
     ("delete", "/products/item1", None, {"operator"}),
     (
         "post",
@@ -197,6 +199,18 @@ def test_every_route_checks_who_is_calling(
     assert answer.status_code == 204 or answer.headers["content-type"].startswith(
         "application/json"
     )
+
+
+def test_every_route_of_the_api_is_in_that_list(api: TestClient) -> None:
+    """A new route cannot skip the check above: every path and method the
+    OpenAPI document names is there."""
+    listed = {(m, re.sub(r"item1|alice|bob|1-0", "{}", p.split("?")[0])) for m, p, _, _ in ROUTES}
+    documented = {
+        (method, re.sub(r"\{[a-z_]+\}", "{}", path))
+        for path, methods in api.get("/openapi.json").json()["paths"].items()
+        for method in methods
+    }
+    assert documented - listed - {("get", "/orders/{}")} == set()
 
 
 def test_a_wrong_token_is_401_invalid_token_and_the_scheme_is_case_insensitive(

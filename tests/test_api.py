@@ -407,3 +407,23 @@ def test_order_ids_are_unguessable_and_a_forked_process_never_repeats_its_parent
         from_child = pipe.read().split()
     assert status == 0 and len(from_child) == 10
     assert not set(from_child) & {new_order_id() for _ in range(10)}
+
+
+def test_an_operator_adjusts_stock_never_below_zero_and_each_change_is_recorded(
+    api: TestClient, fake: redis.Redis
+) -> None:
+    api.post("/products", json={"id": "item9", "name": "Nine", "price_cents": 5, "stock": 100})
+    taken = api.post("/products/item9/adjustments", json={"delta": -10, "reason": "counted"})
+    assert taken.status_code == 200 and taken.json()["stock"] == 90
+    refused = api.post("/products/item9/adjustments", json={"delta": -91, "reason": "oops"})
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == ("product 'item9' has 90 in stock: a change of -91 would "
+                                        "take it below zero")
+    assert api.post("/products/item9/restock", json={"quantity": 5}).json()["stock"] == 95
+    assert api.post("/products/nope/adjustments",
+                    json={"delta": 1, "reason": "x"}).status_code == 404
+    assert api.post("/products/item9/adjustments", json={"delta": 1}).status_code == 422
+    recorded = [f for _, f in fake.xrange(keys.adjustments("item9"))]
+    assert [(f["delta"], f["stock"], f["reason"]) for f in recorded] == [
+        ("-10", "90", "counted"), ("5", "95", "restock")]
+    assert all(f["type"] == "inventory.adjusted" and f["by"] for f in recorded)

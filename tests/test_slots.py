@@ -133,6 +133,8 @@ def test_no_step_spans_two_slots_at_four_partitions(
                                            "stock": 3}).status_code == 201
         assert api.patch("/products/item9", json={"price_cents": 6}).status_code == 200
         assert api.post("/products/item9/restock", json={"quantity": 2}).status_code == 200
+        assert api.post("/products/item9/adjustments",
+                        json={"delta": -1, "reason": "counted"}).status_code == 200
         assert api.post("/customers", json={"id": "zoe", "name": "Zoe", "email": "z@x.example",
                                             "balance_cents": 100}).status_code == 201
         zoe = bearer(make_token(lambda: async_cls(server=fake_server, decode_responses=True),

@@ -8,7 +8,7 @@ from order_api import catalog
 from order_api.auth import Operator
 from order_api.deps import PathId, RedisDep
 from order_api.models import Product
-from order_api.schemas import ProductIn, ProductOut, ProductPatch, Restock, answers
+from order_api.schemas import Adjustment, ProductIn, ProductOut, ProductPatch, Restock, answers
 
 router = APIRouter(prefix="/products", tags=["products"])
 
@@ -61,6 +61,16 @@ async def delete_product(product_id: PathId, r: RedisDep, _: Operator) -> Respon
 
 @router.post("/{product_id}/restock", response_model=ProductOut,
              responses=answers(401, 403, 404, 413, 415, 422))
-async def restock(product_id: PathId, body: Restock, r: RedisDep, _: Operator) -> ProductOut:
-    """Add stock, atomically (operator)."""
-    return _out(await catalog.restock(r, product_id, body.quantity))
+async def restock(product_id: PathId, body: Restock, r: RedisDep,
+                  who: Operator) -> ProductOut:
+    """Add stock, atomically (operator); recorded as an adjustment."""
+    return _out(await catalog.restock(r, product_id, body.quantity, who.name))
+
+
+@router.post("/{product_id}/adjustments", response_model=ProductOut,
+             responses=answers(401, 403, 404, 409, 413, 415, 422))
+async def adjust(product_id: PathId, body: Adjustment, r: RedisDep,
+                 who: Operator) -> ProductOut:
+    """Add or take stock, atomically, never below zero (operator; 409 if it would
+    be); recorded with the reason in the product's adjustments stream."""
+    return _out(await catalog.adjust(r, product_id, body.delta, body.reason, who.name))
