@@ -114,6 +114,31 @@ def token_names(tag: str = "") -> str:
     return f"{GLOBAL_PREFIX}:token-names{tag}"
 
 
+def gateway_endpoints() -> str:
+    """Hash ``<gateway>/<endpoint>`` -> JSON of that endpoint's state (active or
+    suspended, failures, last error), kept by each running gateway; expires
+    when none refreshes it."""
+    return f"{GLOBAL_PREFIX}:gateway:endpoints"
+
+
+def gateway_stores() -> str:
+    """Set of the gateways' message stores (``gateway.webhooks``): the dead-letter
+    views list theirs with the shop's."""
+    return f"{GLOBAL_PREFIX}:gateway:stores"
+
+
+def throttle(gateway: str, key: str) -> str:
+    """One token bucket of a gateway's ``throttle`` mediator."""
+    return f"{GLOBAL_PREFIX}:gateway:throttle:{gateway}:{key}"
+
+
+def delivery_attempts(store_stream: str) -> str:
+    """Hash entry id -> attempts so far, of one store stream's deliveries (so
+    that a restarted gateway goes on counting): in the stream's slot, its tag
+    being the stream's own."""
+    return f"{GLOBAL_PREFIX}:gateway:attempts:{store_stream}"
+
+
 # What the benchmark's bare intake endpoint (shopctl bench) writes to: no group
 # reads it, and it is capped.
 BENCH_BASELINE = "bench.baseline"

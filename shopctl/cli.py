@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--projectors", type=int, help="order status projector processes (1)")
     up.add_argument("--redis-appendfsync", choices=("everysec", "always"),
                     help="AOF fsync of the embedded Redis (everysec; always: survives power loss)")
+    up.add_argument("--gateway", metavar="FILE",
+                    help="also run a mediation gateway with this configuration (a file, or "
+                    "legacy-flask.yaml or webhooks.yaml, bundled); see docs/mediation.md")
     up.add_argument("--no-demo", dest="demo_data", action="store_const", const=False,
                     help="do not load the demo catalog and customers")
     up.add_argument("--no-auth", dest="api_auth", action="store_const", const=False,

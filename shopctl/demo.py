@@ -20,6 +20,9 @@ PRODUCTS = [
 CUSTOMERS = [
     {"id": "alice", "name": "Alice", "email": "alice@example.com", "balance_cents": 1_000_000},
     {"id": "bob", "name": "Bob", "email": "bob@example.com", "balance_cents": 500},
+    # Who the legacy order service's clients order as (gateway/configs/legacy-flask.yaml).
+    {"id": "walk-in", "name": "Walk-in customer", "email": "walk-in@example.com",
+     "balance_cents": 100_000_000},
 ]
 
 

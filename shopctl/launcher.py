@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from access import demo as demo_tokens
 from shopctl import demo, processes
@@ -35,6 +36,9 @@ from shopctl.redis_server import PortInUse, RedisServer, port_is_free, wait_unti
 from shopctl.settings import LauncherSettings
 from streams.connection import redacted
 
+# What the launcher gives a gateway it starts: the API's URL, the demo operator's
+# token, and the demo walk-in customer's (gateway/configs/legacy-flask.yaml).
+GIVEN_TO_GATEWAY = ("SHOP_API_URL", "SHOP_OPERATOR_TOKEN", "LEGACY_CUSTOMER_TOKEN")
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
 # A process that dies is started again after this, doubling while it keeps
 # dying within STABLE_S of its start, up to RESTART_BACKOFF_MAX_S.
@@ -48,6 +52,7 @@ class Child:
     name: str
     module: str
     env: dict[str, str] = field(repr=False)
+    args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     pump: threading.Thread | None = field(default=None, repr=False)
     started_at: float = 0.0
@@ -72,6 +77,7 @@ class Launcher:
         self.print_lock = threading.Lock()
         self.redis: RedisServer | None = None
         self.cluster: LocalCluster | None = None
+        self.gateway: Any = None  # the gateway's configuration, once checked
         self.children: list[Child] = []
         self.lock = DataLock(settings.data_dir.resolve())
 
@@ -145,6 +151,8 @@ class Launcher:
 
     def start(self) -> None:
         s = self.settings
+        if s.gateway:
+            self.check_gateway()
         if not port_is_free(s.api_port, s.api_host):
             raise PortInUse(
                 f"port {s.api_port} is already in use, so the API cannot start: "
@@ -214,10 +222,54 @@ class Launcher:
         else:
             self.say("shopctl", "authentication is OFF (--no-auth): anyone who reaches "
                                 f"{self.api_url} may do anything")
+        if s.gateway:
+            self.start_gateway(env, found)
         redis_at = (f"Redis Cluster at {redacted(self.redis_url)} ({self.partitions} "
                     "partitions)" if self.on_cluster else f"Redis at {redacted(self.redis_url)}")
         self.say("shopctl", f"ready: API on {self.api_url} (docs at {self.api_url}/docs), "
                             f"{redis_at}. Ctrl-C stops everything.")
+
+    def check_gateway(self) -> None:
+        """The gateway's configuration, checked before anything starts: its
+        errors, and its proxies' ports."""
+        from gateway.config import ConfigError, load
+
+        assert self.settings.gateway is not None
+        # What the launcher gives the gateway is not known yet: stand-ins for the check.
+        given = dict.fromkeys(GIVEN_TO_GATEWAY, "stand-in") | {"SHOP_API_URL": self.api_url}
+        try:
+            self.gateway = load(self.settings.gateway, os.environ | given)
+        except ConfigError as exc:
+            raise RuntimeError(f"the gateway's configuration: {exc}") from None
+        for name, proxy in self.gateway.proxies.items():
+            if not port_is_free(proxy.port, proxy.host):
+                raise PortInUse(f"port {proxy.port} is already in use, so the gateway's proxy "
+                                f"{name} cannot listen on {proxy.listen}: set the variable its "
+                                "`listen:` names to a free host:port")
+
+    def start_gateway(self, env: dict[str, str], tokens: dict[str, str]) -> None:
+        """The gateway, with the shop's URL and the demo tokens it may use."""
+        from gateway.config import ConfigError, load
+
+        assert self.settings.gateway is not None and self.gateway is not None
+        given = {"SHOP_API_URL": self.api_url}
+        if "operator" in tokens:
+            given["SHOP_OPERATOR_TOKEN"] = tokens["operator"]
+        if "walk-in" in tokens:
+            given["LEGACY_CUSTOMER_TOKEN"] = tokens["walk-in"]
+        try:
+            load(self.settings.gateway, env | given)
+        except ConfigError as exc:
+            raise RuntimeError(f"the gateway cannot start: {exc} (the launcher gives it "
+                               f"{', '.join(given)}; the demo data, and its tokens, give more)"
+                               ) from None
+        self._spawn("gateway", "gateway", env | given, ["--config", self.settings.gateway])
+        self._wait_for_gateway()
+        proxies = ", ".join(f"{name} on http://{p.listen}"
+                            for name, p in self.gateway.proxies.items())
+        self.say("shopctl", f"gateway {self.gateway.name}: {proxies or 'no proxy'}"
+                            + (f"; stores {', '.join(self.gateway.stores)}"
+                               if self.gateway.stores else ""))
 
     def start_cluster(self) -> None:
         s = self.settings
@@ -245,14 +297,15 @@ class Launcher:
                             f"; {self.partitions} partitions, "
                             f"redis-cli -c -p {s.redis_cluster_port} to look")
 
-    def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
-        child = Child(name, module, env)
+    def _spawn(self, name: str, module: str, env: dict[str, str],
+               args: list[str] | None = None) -> None:
+        child = Child(name, module, env, args or [])
         self._start(child)
         self.children.append(child)
 
     def _start(self, child: Child) -> None:
         child.proc = processes.start_tied(
-            [sys.executable, "-m", child.module],
+            [sys.executable, "-m", child.module, *child.args],
             env=child.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -285,6 +338,23 @@ class Launcher:
             self._check_children()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the API did not become ready within {timeout_s:.0f}s")
+            self._pause(0.1)
+
+    def _wait_for_gateway(self, timeout_s: float = 30.0) -> None:
+        """Until each of the gateway's proxies takes connections."""
+        deadline = time.monotonic() + timeout_s
+        waiting = [(p.host, p.port) for p in self.gateway.proxies.values()]
+        while waiting and not self.stop_requested:
+            try:
+                socket.create_connection(waiting[0], timeout=1).close()
+                waiting.pop(0)
+                continue
+            except OSError:
+                pass
+            self._check_children()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the gateway's proxy on {waiting[0][0]}:{waiting[0][1]} did "
+                                   f"not take connections within {timeout_s:.0f}s")
             self._pause(0.1)
 
     def _check_children(self) -> None:

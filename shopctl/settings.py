@@ -41,6 +41,9 @@ class LauncherSettings(BaseSettings):
     inventory_workers: int = Field(1, ge=1, le=16)
     projectors: int = Field(1, ge=1, le=16)
     demo_data: bool = Field(True, description="Load the demo catalog and customers on start.")
+    gateway: str | None = Field(
+        None, description="Also run a mediation gateway with this configuration (a file, or a "
+        "bundled one by name: legacy-flask.yaml, webhooks.yaml).")
     api_auth: bool = Field(
         True, description="Require bearer tokens; false (--no-auth) only on a loopback bind.",
     )
