@@ -9,7 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from pydantic_core import PydanticCustomError
 
 from shop.statuses import Status
-from shop.topology import SHOP
+from shop.topology import SHOP, STORE_NAME, STORE_PREFIX
 from streams.topology import DEAD_SUFFIX
 
 # Ids end up inside Redis keys: no colons, no spaces, no braces. The same rule
@@ -192,8 +192,10 @@ class DeadLetterOut(BaseModel):
 
 
 # A stream of the flow, and a dead letter's ref in one of their dead-letter streams.
-# With partitions, a stream is named with its tag (orders.created{p3}).
-_STREAMS = "|".join(re.escape(s) for s in SHOP.streams)
+# With partitions, a stream is named with its tag (orders.created{p3}). A
+# gateway's message store (gateway.webhooks) is a stream too, its dead letters
+# among the others.
+_STREAMS = "|".join([*(re.escape(s) for s in SHOP.streams), re.escape(STORE_PREFIX) + STORE_NAME])
 _TAG = r"(\{p[0-9]{1,4}\})?"
 _DEAD = re.escape(DEAD_SUFFIX)
 STREAM_PATTERN = rf"^({_STREAMS}){_TAG}({_DEAD})?$"

@@ -12,8 +12,10 @@ bits, so anyone holding the id finds its keys without a lookup.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from shop import events as e
+from shop import keys
 from streams.topology import EventType, Topology
 
 # Streams: the plain names of the design, so that `redis-cli XRANGE
@@ -52,6 +54,13 @@ def _elsewhere(text: str, partitions: int) -> int:
     return zlib.crc32(text.encode()) % partitions
 
 
+# The group that forwards a gateway's message store (one per store stream).
+FORWARDER_GROUP = "forwarder"
+# A gateway's message stores are streams named gateway.<store>.
+STORE_PREFIX = "gateway."
+STORE_NAME = r"[a-z0-9][a-z0-9-]{0,40}"
+
+
 SHOP = Topology(
     name="shop",
     subject="order_id",
@@ -75,3 +84,13 @@ SHOP = Topology(
         PAYMENTS_REFUNDED: (ORDER_STATUS_GROUP,),
     },
 )
+
+
+async def with_gateway_stores(client: Any, topology: Topology) -> Topology:
+    """The shop's topology with the message stores the gateways registered
+    (``keys.gateway_stores``): their streams' health and dead letters are
+    seen, replayed and purged with the shop's."""
+    stores = sorted(await client.smembers(keys.gateway_stores()))
+    if not stores:
+        return topology
+    return topology.with_streams({store: (FORWARDER_GROUP,) for store in stores})

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from access import tokens
-from shop.topology import SHOP
+from shop.topology import SHOP, with_gateway_stores
 from shopctl import demo
 from shopctl.bench import command as bench_command
 from shopctl.launcher import Launcher
@@ -97,13 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         "dead", help="list, replay or purge dead letters",
         description="A dead letter is a message no handler could handle, kept in "
         "<stream>.dead with the reason. Replay puts the original back on its stream "
-        "(handlers are idempotent, so only what did not happen happens); purge deletes.",
+        "(handlers are idempotent, so only what did not happen happens; a gateway's "
+        "parked delivery is sent again with its idempotency key); purge deletes.",
     )
     dead.add_argument("action", choices=("list", "replay", "purge"))
     dead.add_argument("refs", nargs="*", metavar="REF",
                       help="dead letters as `list` names them: orders.created.dead/1763...-0")
     dead.add_argument("--all", action="store_true", help="every dead letter (of --stream)")
-    dead.add_argument("--stream", help="only this stream's dead letters (orders.created, ...)")
+    dead.add_argument("--stream", help="only this stream's dead letters (orders.created, ..., or a "
+                      "gateway's store: gateway.webhooks)")
     dead.add_argument("--limit", type=int, default=100, help="at most this many (100)")
     dead.add_argument("--redis-url", help="where Redis is (REDIS_URL, redis://127.0.0.1:6379/0)")
 
@@ -282,7 +284,7 @@ async def _events(args: argparse.Namespace) -> int:
 
 async def _dead(args: argparse.Namespace) -> int:
     async with _client(args.redis_url) as client:
-        topology = await stored_topology(client, SHOP)
+        topology = await with_gateway_stores(client, await stored_topology(client, SHOP))
         if args.action == "list" or args.all:
             found = await deadletter.list_dead(client, topology, args.stream, args.limit)
         if args.action == "list":

@@ -111,9 +111,13 @@ def project(event: Envelope) -> Outcome:
 
 
 def fail(dead: DeadLetter) -> Outcome:
-    """A dead letter: the order it names cannot go on; it shows ``failed``."""
+    """A dead letter of the saga's: the order it names cannot go on; it shows
+    ``failed``. A subscriber's (a gateway's) says only that the subscriber
+    could not handle the event: the order goes on."""
     if not dead.subject:
         return Ack(f"dead letter from {dead.stream} names no order: nothing to project")
+    if dead.group not in SHOP.groups():
+        return Ack(f"dead letter of {dead.group}, not of the saga: the order goes on")
     stage = dead.group
     return _apply(
         dead.subject,

@@ -74,6 +74,13 @@ class Topology:
         """The same topology, split into ``partitions``."""
         return replace(self, partitions=partitions)
 
+    def with_streams(self, readers: Mapping[str, Sequence[str]]) -> Topology:
+        """The same topology with more streams (each with the groups that read
+        it) that no event type goes to: another component's, such as a
+        gateway's message stores, partitioned alike and seen by the same
+        operations (health, dead letters, replay)."""
+        return replace(self, readers={**self.readers, **readers})
+
     # -- events ----------------------------------------------------------------
 
     def event(self, event_type: str) -> EventType | None:

@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 
 from shop import keys, topology
+from streams.deadletter import DeadLetter
 from streams.envelope import Envelope
 from streams.topology import dead as dead_of
 from tests.shop import Shop
@@ -230,6 +231,23 @@ def test_a_dead_letter_marks_its_order_failed_with_the_stage(shop: Shop) -> None
     reason = shop.r.hget(shop.order_key(order), "reason")
     assert reason.split(" stage: ")[0] in {"inventory", "order-status"}
     assert reason.split(" stage: ")[1].startswith("bad data for payment.completed: data: Invalid")
+
+
+def test_a_subscribers_dead_letter_leaves_its_order_as_it_is(shop: Shop) -> None:
+    """A gateway's subscription that gave up on an event says nothing about
+    the order: only the saga's groups' dead letters fail it."""
+    shop.product("item1", stock=10)
+    shop.customer("alice", 100_000)
+    order = shop.order("alice", ("item1", 1))
+    shop.settle([topology.PAYMENT_GROUP, topology.ORDER_STATUS_GROUP])
+    [(stream, entry_id, fields)] = shop.entries(topology.PAYMENTS_COMPLETED)
+    letter = DeadLetter.of(stream, entry_id, fields, "gateway.final-statuses", "a bad template",
+                           6, "order_id")
+    shop.r.xadd(dead_of(stream), letter.to_fields("order_id"))
+    shop.settle([topology.ORDER_STATUS_GROUP])
+    assert shop.status(order) == "paid"
+    shop.settle()
+    assert shop.status(order) == "completed"
 
 
 def test_money_and_stock_never_move_for_an_order_nobody_accepted(shop: Shop) -> None:

@@ -16,6 +16,7 @@ from order_api.schemas import (
     StreamHealth,
     answers,
 )
+from shop.topology import with_gateway_stores
 from streams import deadletter
 
 router = APIRouter(prefix="/ops", tags=["operations"], dependencies=[Depends(operator)],
@@ -24,8 +25,9 @@ router = APIRouter(prefix="/ops", tags=["operations"], dependencies=[Depends(ope
 
 @router.get("/streams", response_model=list[StreamHealth])
 async def streams(r: RedisDep, topology: TopologyDep) -> list[StreamHealth]:
-    """Each stream of each partition: length, groups (pending, lag), dead letters (operator)."""
-    return await ops.streams(r, topology)
+    """Each stream of each partition, the gateways' stores included: length, groups
+    (pending, lag), dead letters (operator)."""
+    return await ops.streams(r, await with_gateway_stores(r, topology))
 
 
 @router.get("/dead-letters", response_model=list[DeadLetterOut], responses=answers(422))
@@ -38,9 +40,11 @@ async def dead_letters(
         "(one), or its .dead.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
-    """Dead letters, newest first, of one stream (e.g. orders.created) or all (operator)."""
+    """Dead letters, newest first, of one stream (e.g. orders.created, or a
+    gateway's store: gateway.webhooks) or all (operator)."""
     try:
-        found = await deadletter.list_dead(r, topology, stream, limit)
+        found = await deadletter.list_dead(r, await with_gateway_stores(r, topology), stream,
+                                           limit)
     except ValueError as exc:
         raise Unprocessable(f"stream: {exc}") from None
     return [
@@ -57,8 +61,10 @@ async def dead_letters(
 
 @router.post("/dead-letters/replay", response_model=ReplayOut, responses=answers(413, 415, 422))
 async def replay(body: Replay, r: RedisDep, topology: TopologyDep) -> ReplayOut:
-    """Put dead letters back on their streams; handlers are idempotent (operator)."""
+    """Put dead letters back on their streams: handlers are idempotent, and a
+    store's message is delivered again with its idempotency key (operator)."""
     try:
-        return ReplayOut(results=await deadletter.replay(r, topology, body.refs))
+        return ReplayOut(results=await deadletter.replay(
+            r, await with_gateway_stores(r, topology), body.refs))
     except ValueError as exc:
         raise Unprocessable(f"refs: {exc}") from None
