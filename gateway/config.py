@@ -34,6 +34,8 @@ import gateway.mediators  # noqa: F401  # registers the built-in mediators
 from gateway.mediators import Method, TemplateValue
 from gateway.steps import Step, every_step
 from gateway.templates import Template
+from shop.topology import SHOP, STORE_NAME
+from streams.deadletter import DEAD_LETTER_TYPE
 
 BUNDLED = Path(__file__).parent / "configs"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -149,6 +151,11 @@ class Store(_Model):
     path: TemplateValue = Field(default_factory=lambda: Template(""))
     headers: dict[str, str] = {}
     sign: Sign | None = None
+    # A delivery answered with anything but a 2xx is tried again after this
+    # back-off (an endpoint that does not answer is suspended: its own
+    # suspension decides when it is tried next); after ``max_attempts`` the
+    # message is parked in the store's dead letters.
+    backoff: Geometric = Geometric(initial_s=1, factor=2, max_s=60)
     max_attempts: int = Field(10, ge=1, le=1000)
 
 
@@ -278,8 +285,19 @@ def _references(config: GatewayConfig) -> tuple[str, str] | None:
                 return (f"proxies.{name}.routes.{i}.target",
                         f"no endpoint named {route.target.endpoint!r}")
     for name, store in stores.items():
+        if not re.fullmatch(STORE_NAME, name):
+            return f"stores.{name}", "a store's name is lowercase letters, digits and '-'"
         if store.endpoint not in endpoints:
             return f"stores.{name}", f"no endpoint named {store.endpoint!r}"
+    events = [e.name for e in SHOP.events] + [DEAD_LETTER_TYPE]
+    for name, subscription in config.subscriptions.items():
+        if not re.fullmatch(STORE_NAME, name):
+            return (f"subscriptions.{name}", "a subscription's name is lowercase letters, "
+                    "digits and '-'")
+        for i, event in enumerate(subscription.events):
+            if event not in events:
+                return (f"subscriptions.{name}.events.{i}", f"no event {event!r}; the shop's "
+                        f"are: {', '.join(events)}")
     return _cycle(config)
 
 

@@ -80,8 +80,8 @@ class Endpoint:
 
     async def send(self, method: str, path: str, body: Any,
                    headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
-        """Send; the answer (status, JSON body or text, headers), or
-        ``Unavailable`` after every try."""
+        """Send ``body`` (bytes as they are, anything else as JSON); the answer
+        (status, JSON body or text, headers), or ``Unavailable`` after every try."""
         if not self.enabled:
             raise Unavailable(f"{self.name}: no url configured")
         if self.suspended:
@@ -96,8 +96,9 @@ class Endpoint:
             self.state.sent += 1
             try:
                 answer = await self.client.request(
-                    method, self.config.url + path, json=body,
-                    headers={**self.config.headers, **headers}, timeout=self.config.timeout_s)
+                    method, self.config.url + path, headers={**self.config.headers, **headers},
+                    timeout=self.config.timeout_s,
+                    **({"content": body} if isinstance(body, bytes) else {"json": body}))
             except httpx2.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 continue

@@ -13,7 +13,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -21,15 +23,20 @@ from typing import Any
 import uvicorn
 
 from gateway.config import ConfigError, GatewayConfig, load
+from gateway.forwarding import Forwarder, Trim
 from gateway.proxy import app_for
 from gateway.runtime import STATES_TTL_S, Runtime, store_stream
+from gateway.subscriptions import Subscriber
 from order_api.server import GuardedHttpTools
 from shop import keys
-from shop.topology import SHOP
-from streams import logs
+from shop.topology import FORWARDER_GROUP, SHOP
+from streams import logs, retention
 from streams.connection import connect_async, redacted
-from streams.settings import Settings
-from streams.topology import check_partitions_async
+from streams.envelope import new_id
+from streams.nodes import TRANSIENT
+from streams.settings import WorkerSettings
+from streams.topology import Topology, check_partitions_async
+from streams.worker import connect_when_ready
 
 log = logging.getLogger("gateway")
 
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"gateway: {args.config} is a good configuration: {summary(config)}")
         return 0
-    settings = Settings()
+    settings = WorkerSettings()
     logs.configure(settings.log_format, settings.log_level)
     for chatty in ("httpx", "httpx2"):  # a line per request sent: ours say more
         logging.getLogger(chatty).setLevel(logging.WARNING)
@@ -78,27 +85,41 @@ def summary(config: GatewayConfig) -> str:
     return "; ".join(parts) or "nothing to run"
 
 
-async def serve(config: GatewayConfig, settings: Settings) -> None:
-    redis = connect_async(settings.redis_target, cluster=settings.cluster, max_connections=32)
+async def serve(config: GatewayConfig, settings: WorkerSettings) -> None:
     topology = SHOP.with_partitions(settings.partitions)
+    forwarding = [(name, store, tag) for name, store in config.stores.items()
+                  for tag in topology.tags()]
+    # Each forwarder holds a connection in its blocking read: the proxies get their own.
+    redis = connect_async(settings.redis_target, cluster=settings.cluster,
+                          max_connections=32 + len(forwarding))
     await check_partitions_async(redis, topology)
     runtime = Runtime(config, redis, topology)
     await _register(runtime)
+    stopping = asyncio.Event()
+    client = None
+    if config.subscriptions or config.stores:  # the bus's consumers are synchronous
+        client = await asyncio.to_thread(connect_when_ready, settings, "gateway",
+                                         stopping.is_set)
     servers = [
         _Server(uvicorn.Config(app_for(name, proxy, runtime), host=proxy.host, port=proxy.port,
                                http=GuardedHttpTools, log_config=None, access_log=False,
                                lifespan="off"))
         for name, proxy in config.proxies.items()]
+    loop = asyncio.get_running_loop()
+    subscribers = [Subscriber(name, s, runtime, client, settings, loop)
+                   for name, s in config.subscriptions.items()]
+    owner = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+    trim = _trimmer(client, topology, settings.stream_retention_s)
+    forwarders = [Forwarder(runtime, name, store, tag, owner, trim)
+                  for name, store, tag in forwarding]
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(s.serve()) for s in servers]
-    stopping = asyncio.Event()
+    tasks += [asyncio.create_task(asyncio.to_thread(s.run)) for s in subscribers]
+    tasks += [asyncio.create_task(f.run(stopping)) for f in forwarders]
 
     def stop(signum: int) -> None:
         log.info("gateway: %s received; stopping", signal.Signals(signum).name)
         stopping.set()
-        for server in servers:
-            server.should_exit = True
 
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
     tasks.append(asyncio.create_task(_heartbeat(runtime, stopping)))
@@ -113,13 +134,32 @@ async def serve(config: GatewayConfig, settings: Settings) -> None:
         stopping.set()
         for server in servers:
             server.should_exit = True
+        for subscriber in subscribers:
+            subscriber.stop()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         await runtime.aclose()
         await redis.aclose()
+        if client is not None:
+            client.close()
     failed = [r for r in results if isinstance(r, BaseException)]
     if failed or any(not s.started for s in servers):
-        raise OSError(f"a proxy could not start or stopped on its own: {failed or 'see above'}")
+        raise OSError(f"a part of the gateway stopped on its own: {failed or 'see above'}")
     log.info("gateway %s stopped", config.name)
+
+
+def _trimmer(client: Any, topology: Topology, retention_s: float) -> Trim | None:
+    """Trim a store's stream as the bus trims its own (``streams.retention``):
+    past the retention, never past what is not delivered yet."""
+    if client is None:
+        return None
+
+    async def trim(stream: str) -> None:
+        base = topology.split(stream)[0]
+        stores = topology.with_streams({base: (FORWARDER_GROUP,)})
+        with contextlib.suppress(*TRANSIENT):
+            await asyncio.to_thread(retention.trim, client, stores, [stream], retention_s)
+
+    return trim
 
 
 async def _register(runtime: Runtime) -> None:

@@ -241,13 +241,20 @@ async def throttle(message: Message, params: ThrottleParams, runtime: Runtime) -
 
 class StoreParams(Params):
     store: str
-    key: Condition = Field(default_factory=lambda: Expression("body.order_id"))
+    key: Condition | None = None  # None: the event's order (``request.order_id``)
     scalar: ClassVar[str | None] = "store"
 
 
 @mediator("store", StoreParams)
 async def store(message: Message, params: StoreParams, runtime: Runtime) -> None:
-    await runtime.store(params.store, message.body, str(params.key(message.context())))
+    """The message's body into a store, under its key: delivered in order with
+    the others of that key."""
+    key = (params.key(message.context()) if params.key is not None
+           else message.request.get("order_id"))
+    if not key:
+        raise Fault(f"store: no key for {params.store!r}: this message is not an event about "
+                    "an order; give the step a `key:`")
+    await runtime.store(params.store, message.body, str(key))
 
 
 class RespondParams(Params):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 import httpx2
@@ -16,6 +17,7 @@ from gateway.endpoints import Endpoint, Group, Unavailable, states
 from gateway.message import Fault, Message
 from gateway.steps import run_steps
 from shop import keys
+from shop.topology import STORE_PREFIX
 from streams.envelope import new_id, utc_now
 from streams.scripts import Script, evaluate
 from streams.topology import Topology
@@ -43,13 +45,17 @@ return taken
 """,
 )
 
+# In a subscription's sequence: what its ``store`` steps asked to store
+# (store, body, key), to be stored with the event's acknowledgement.
+STORING: ContextVar[list[tuple[str, Any, str]] | None] = ContextVar("storing", default=None)
+
 # How long the endpoints' states stay in Redis without a refresh.
 STATES_TTL_S = 30
 
 
 def store_stream(store: str, tag: str = "") -> str:
     """A message store's stream (of one partition): ``gateway.webhooks{p3}``."""
-    return f"gateway.{store}{tag}"
+    return f"{STORE_PREFIX}{store}{tag}"
 
 
 class Runtime:
@@ -79,7 +85,13 @@ class Runtime:
 
     async def store(self, store: str, body: Any, key: str) -> None:
         """Put a message in a store, in its key's partition (the order's), to
-        be forwarded in order with the others of that key."""
+        be forwarded in order with the others of that key. In a subscription
+        the message is only noted here: it is stored with the event's
+        acknowledgement, in one step (``gateway.subscriptions``)."""
+        noted = STORING.get()
+        if noted is not None:
+            noted.append((store, body, key))
+            return
         stream = store_stream(store, self.topology.tag_of(key))
         await self.redis.xadd(stream, stored_fields(body, key, new_id()))
 

@@ -139,6 +139,12 @@ def delivery_attempts(store_stream: str) -> str:
     return f"{GLOBAL_PREFIX}:gateway:attempts:{store_stream}"
 
 
+def forwarder_lease(store_stream: str) -> str:
+    """Which gateway forwards one store stream now (its id, with a TTL it
+    renews): one at a time, so that its messages go out in order."""
+    return f"{GLOBAL_PREFIX}:gateway:lease:{store_stream}"
+
+
 # What the benchmark's bare intake endpoint (shopctl bench) writes to: no group
 # reads it, and it is capped.
 BENCH_BASELINE = "bench.baseline"

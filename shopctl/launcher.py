@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,8 +38,10 @@ from shopctl.settings import LauncherSettings
 from streams.connection import redacted
 
 # What the launcher gives a gateway it starts: the API's URL, the demo operator's
-# token, and the demo walk-in customer's (gateway/configs/legacy-flask.yaml).
-GIVEN_TO_GATEWAY = ("SHOP_API_URL", "SHOP_OPERATOR_TOKEN", "LEGACY_CUSTOMER_TOKEN")
+# token, the demo walk-in customer's (gateway/configs/legacy-flask.yaml), and a
+# secret to sign webhooks with (gateway/configs/webhooks.yaml) unless one is set.
+GIVEN_TO_GATEWAY = ("SHOP_API_URL", "SHOP_OPERATOR_TOKEN", "LEGACY_CUSTOMER_TOKEN",
+                    "WEBHOOK_SECRET")
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
 # A process that dies is started again after this, doubling while it keeps
 # dying within STABLE_S of its start, up to RESTART_BACKOFF_MAX_S.
@@ -236,7 +239,8 @@ class Launcher:
 
         assert self.settings.gateway is not None
         # What the launcher gives the gateway is not known yet: stand-ins for the check.
-        given = dict.fromkeys(GIVEN_TO_GATEWAY, "stand-in") | {"SHOP_API_URL": self.api_url}
+        given = (dict.fromkeys(GIVEN_TO_GATEWAY, "a-stand-in-for-what-the-launcher-gives")
+                 | {"SHOP_API_URL": self.api_url})
         try:
             self.gateway = load(self.settings.gateway, os.environ | given)
         except ConfigError as exc:
@@ -257,6 +261,8 @@ class Launcher:
             given["SHOP_OPERATOR_TOKEN"] = tokens["operator"]
         if "walk-in" in tokens:
             given["LEGACY_CUSTOMER_TOKEN"] = tokens["walk-in"]
+        if "WEBHOOK_SECRET" not in env:
+            given["WEBHOOK_SECRET"] = self._webhook_secret()
         try:
             load(self.settings.gateway, env | given)
         except ConfigError as exc:
@@ -339,6 +345,16 @@ class Launcher:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the API did not become ready within {timeout_s:.0f}s")
             self._pause(0.1)
+
+    def _webhook_secret(self) -> str:
+        """The secret the gateway signs webhooks with, made once and kept (the
+        owner's only) beside the demo tokens."""
+        path = demo_tokens.folder(self.settings.data_dir) / "webhook-secret"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32) + "\n")
+            os.chmod(path, 0o600)
+        return path.read_text().strip()
 
     def _wait_for_gateway(self, timeout_s: float = 30.0) -> None:
         """Until each of the gateway's proxies takes connections."""

@@ -55,7 +55,7 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    client = _connect(settings, group, lambda: stopping)
+    client = connect_when_ready(settings, group, lambda: stopping)
     if client is None:
         return 0
     consumer = worker.consumer(
@@ -87,7 +87,8 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
     return 0
 
 
-def _connect(settings: WorkerSettings, group: str, stopping: Callable[[], bool]) -> Any:
+def connect_when_ready(settings: WorkerSettings, group: str,
+                       stopping: Callable[[], bool]) -> Any:
     """The process's client, once it can be had: a cluster's client reads the
     slots as it is made, and a worker started while its cluster fails over
     (or none of its nodes answers yet) waits for one rather than dying."""

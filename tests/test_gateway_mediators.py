@@ -203,10 +203,13 @@ def test_throttle_answers_429_when_the_bucket_is_empty() -> None:
 
 def test_store_puts_the_message_under_its_key() -> None:
     runtime = Recorder()
-    run("- store: webhooks", Message(body={"order_id": "o-9", "status": "completed"}), runtime)
+    run("- store: webhooks", Message(body={"status": "completed"},
+                                     request={"order_id": "o-9"}), runtime)
     run("- store: {store: audit, key: body.ref}", Message(body={"ref": "r-1"}), runtime)
-    assert runtime.stored == [("webhooks", {"order_id": "o-9", "status": "completed"}, "o-9"),
+    assert runtime.stored == [("webhooks", {"status": "completed"}, "o-9"),
                               ("audit", {"ref": "r-1"}, "r-1")]
+    with pytest.raises(Fault, match="store: no key for 'audit': .* give the step a `key:`"):
+        run("- store: audit", Message(body={"ref": "r-1"}), runtime)
 
 
 def test_respond_drop_and_a_named_sequence() -> None:
