@@ -28,6 +28,7 @@ from gateway.config import Subscription
 from gateway.message import Drop, Message, Respond
 from gateway.runtime import STORING, Runtime, store_stream
 from gateway.steps import run_steps
+from shop import keys
 from shop.topology import SHOP
 from streams import middleware
 from streams.consumer import Consumer
@@ -37,22 +38,29 @@ from streams.outcomes import Ack, Apply, Outcome
 from streams.scripts import Step
 from streams.settings import WorkerSettings
 
-# Store the noted messages and acknowledge the event, atomically; an event no
-# longer pending (another consumer claimed and stored it meanwhile) stores nothing.
-# K: each message's store stream (in the event's slot). A: per message, its
-# message_id, order_id, stored_at and body.
+# Store the noted messages and acknowledge the event, atomically. An event no
+# longer pending (another consumer claimed and stored it meanwhile) stores
+# nothing, and neither does a message id the store took in the last day.
+# K: per message, its store stream and that stream's seen ids (in the event's
+# slot). A: per message, its message_id, order_id, stored_at and body.
 STORE = Step(
     "gateway_store",
     """
 if #redis.call('XPENDING', input, group, entry_id, entry_id, 1) == 0 then
   return {'duplicate'}
 end
-for i = 1, #K do
-  local a = (i - 1) * 4
-  redis.call('XADD', K[i], '*', 'message_id', A[a + 1], 'order_id', A[a + 2],
-             'stored_at', A[a + 3], 'body', A[a + 4])
+local now = tonumber(redis.call('TIME')[1])
+local stored = 0
+for i = 1, #K / 2 do
+  local stream, seen, a = K[2 * i - 1], K[2 * i], (i - 1) * 4
+  if redis.call('ZADD', seen, 'NX', now, A[a + 1]) == 1 then
+    redis.call('XADD', stream, '*', 'message_id', A[a + 1], 'order_id', A[a + 2],
+               'stored_at', A[a + 3], 'body', A[a + 4])
+    stored = stored + 1
+  end
+  redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - 86400)
 end
-return {'stored', #K}
+return {'stored', stored, #K / 2 - stored}
 """,
     publishes=False,
 )
@@ -72,7 +80,9 @@ def message_of(event: Envelope | DeadLetter, config_vars: dict[str, Any]) -> Mes
     ``request.order_id``, ``request.occurred_at``)."""
     if isinstance(event, DeadLetter):
         request = {"event": DEAD_LETTER_TYPE, "order_id": event.subject,
-                   "id": f"dead:{event.group}:{event.stream}:{event.entry_id}",
+                   # One per entry: the dead letters of each group that gave up on it
+                   # are one message.
+                   "id": f"dead:{event.stream}:{event.entry_id}",
                    "occurred_at": event.failed_at}
         body: Any = {"reason": event.reason, "group": event.group, "stream": event.stream,
                      "entry_id": event.entry_id}
@@ -124,13 +134,11 @@ class Subscriber:
         for store, body, key in noted:
             seen[store] += 1
             message_id = message.request["id"] + (f"-{seen[store]}" if seen[store] > 1 else "")
-            streams.append(store_stream(store, tag))
+            streams += [store_stream(store, tag), keys.store_seen(store_stream(store, tag))]
             args += [message_id, key, utc_now(),
                      json.dumps(body, separators=(",", ":"), default=str)]
         where = ", ".join(dict.fromkeys(store for store, _, _ in noted))
-        return Apply(STORE, streams, args,
-                     describe=lambda result: f"stored for delivery in {where}"
-                     if result[0] == "stored" else "already stored: nothing changed")
+        return Apply(STORE, streams, args, describe=lambda result: _described(result, where))
 
     async def _sequence(self, message: Message) -> list[tuple[str, Any, str]]:
         """Run the sequence; what its ``store`` steps noted (nothing if dropped)."""
@@ -143,3 +151,14 @@ class Subscriber:
         except Respond:
             pass  # an answer means nothing to an event: the sequence ends here
         return noted
+
+
+def _described(result: list[Any], where: str) -> str:
+    match result:
+        case ["stored", stored, 0]:
+            return f"stored for delivery in {where}"
+        case ["stored", 0, _]:
+            return f"already stored in {where} (the same message, once): nothing changed"
+        case ["stored", stored, seen]:
+            return f"stored {stored} for delivery in {where}, {seen} already there"
+    return "already handled: nothing changed"

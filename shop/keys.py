@@ -139,6 +139,13 @@ def delivery_attempts(store_stream: str) -> str:
     return f"{GLOBAL_PREFIX}:gateway:attempts:{store_stream}"
 
 
+def store_seen(store_stream: str) -> str:
+    """Sorted set of the message ids one store stream took in the last day
+    (scored by when): a message is stored once, however often its event
+    comes (the dead letters of one entry, one per group): in the stream's slot."""
+    return f"{GLOBAL_PREFIX}:gateway:seen:{store_stream}"
+
+
 def forwarder_lease(store_stream: str) -> str:
     """Which gateway forwards one store stream now (its id, with a TTL it
     renews): one at a time, so that its messages go out in order."""

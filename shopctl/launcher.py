@@ -269,7 +269,8 @@ class Launcher:
             raise RuntimeError(f"the gateway cannot start: {exc} (the launcher gives it "
                                f"{', '.join(given)}; the demo data, and its tokens, give more)"
                                ) from None
-        self._spawn("gateway", "gateway", env | given, ["--config", self.settings.gateway])
+        self._spawn("gateway", "gateway", env | given | {"WORKER_NAME": "gateway"},
+                    ["--config", self.settings.gateway])
         self._wait_for_gateway()
         proxies = ", ".join(f"{name} on http://{p.listen}"
                             for name, p in self.gateway.proxies.items())
