@@ -30,6 +30,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
@@ -62,7 +63,7 @@ class Endpoint:
     def __init__(self, name: str, config: EndpointConfig, client: httpx2.AsyncClient,
                  changed: Any = None) -> None:
         self.name, self.config, self.client = name, config, client
-        self.state = State(name, config.url)
+        self.state = State(name, shown(config.url))
         self._until = 0.0  # monotonic end of the suspension
         self._suspend_s = config.suspend.initial_s
         self._changed = changed or (lambda _endpoint: None)
@@ -169,6 +170,16 @@ class Group:
     def suspended_for(self) -> float:
         """How long until some member may be tried again (0: one may now)."""
         return min((m.suspended_for() for m in self.members), default=0.0)
+
+
+def shown(url: str) -> str:
+    """A URL as operators see it: without credentials or query (which may hold secrets)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    return urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host,
+                       parts.path, "", ""))
 
 
 def _utc_in(seconds: float) -> str:

@@ -20,6 +20,7 @@ from mcp_servers.settings import LogLevel
 from mcp_servers.tools import StrictServer
 from order_api.schemas import (
     DeadLetterOut,
+    EndpointState,
     Id,
     PriceCents,
     ProductOut,
@@ -34,9 +35,12 @@ Operations of a shop whose orders flow through Redis Streams: payment and
 inventory workers react to events. Money is in integer cents. stock_report
 shows what runs low; restock, add_product and set_price keep the catalog;
 stream_health shows backlogs (lag: not yet read; pending: read, not yet
-acknowledged) and dead letters (messages no worker could handle), which
-list_dead_letters explains and replay_dead_letters retries once the cause is
-fixed. A replay is safe: the workers never apply the same effect twice."""
+acknowledged) and dead letters (messages no worker could handle, or webhook
+deliveries a gateway gave up on), which list_dead_letters explains and
+replay_dead_letters retries once the cause is fixed. A replay is safe: the
+workers never apply the same effect twice, and a webhook is sent again with
+its idempotency key. gateway_endpoints shows which outside systems a gateway
+cannot reach."""
 
 ProductId = Annotated[Id, Field(description="The product's id, e.g. item2.")]
 READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
@@ -61,6 +65,11 @@ class HealthReport(BaseModel):
     lag: int = Field(description="Messages not yet read, over every group.")
     pending: int = Field(description="Messages read and not yet acknowledged.")
     dead_letters: int
+    summary: str
+
+
+class Endpoints(BaseModel):
+    endpoints: list[EndpointState]
     summary: str
 
 
@@ -151,6 +160,18 @@ def create_server(api: ShopApi, log_level: LogLevel = "WARNING") -> MCPServer:
             summary += f"; {dead} dead letter(s): see list_dead_letters"
         return HealthReport(streams=streams, lag=lag, pending=pending, dead_letters=dead,
                             summary=summary)
+
+    @server.tool(title="Gateway endpoints", annotations=READ)
+    async def gateway_endpoints() -> Endpoints:
+        """The endpoints the running gateways send to (webhook receivers, the shop for
+        legacy clients): active or suspended, until when, after how many failures, the
+        last error. A suspended endpoint is tried again when its suspension ends."""
+        found = [EndpointState.model_validate(e) for e in await api.get("/ops/endpoints")]
+        down = [f"{e.gateway}/{e.endpoint}" for e in found if e.state == "suspended"]
+        summary = (f"{len(down)} suspended: {', '.join(down)}" if down else
+                   f"{len(found)} endpoint(s), all active" if found else
+                   "no gateway running (or none has reported in the last 30 s)")
+        return Endpoints(endpoints=found, summary=summary)
 
     @server.tool(title="List dead letters", annotations=READ)
     async def list_dead_letters(

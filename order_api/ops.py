@@ -1,11 +1,16 @@
 """What operators look at: each stream's length, its consumer groups' pending
-entries and lag, and its dead letters."""
+entries and lag, and its dead letters; the gateways' endpoints."""
 
 from __future__ import annotations
 
-import redis.asyncio
+import json
+import logging
 
-from order_api.schemas import GroupHealth, StreamHealth
+import redis.asyncio
+from pydantic import ValidationError
+
+from order_api.schemas import EndpointState, GroupHealth, StreamHealth
+from shop import keys
 from streams.topology import Topology
 from streams.topology import dead as dead_of
 
@@ -35,4 +40,20 @@ async def streams(r: redis.asyncio.Redis, topology: Topology) -> list[StreamHeal
             ],
             dead_letters=dead if isinstance(dead, int) else 0,
         ))
+    return found
+
+
+async def endpoints(r: redis.asyncio.Redis) -> list[EndpointState]:
+    """Each running gateway's endpoints, as the gateways keep them in Redis
+    (``keys.gateway_endpoints``; gone when no gateway has refreshed them for
+    30 s), by gateway and endpoint."""
+    found = []
+    for name, raw in sorted((await r.hgetall(keys.gateway_endpoints())).items()):
+        gateway, _, endpoint = name.partition("/")
+        try:
+            state = json.loads(raw)
+            found.append(EndpointState.model_validate(state | {"gateway": gateway,
+                                                               "endpoint": endpoint}))
+        except (ValueError, TypeError, ValidationError) as exc:
+            logging.getLogger(__name__).warning("endpoint state %s unreadable: %s", name, exc)
     return found

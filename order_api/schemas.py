@@ -180,6 +180,21 @@ class StreamHealth(BaseModel):
     dead_letters: int = Field(description="Entries in <name>.dead.")
 
 
+class EndpointState(BaseModel):
+    """One endpoint of a running gateway, as the gateway last said (gateway.endpoints)."""
+
+    gateway: str
+    endpoint: str
+    url: str = Field(description="Where it sends (without credentials or query).")
+    state: Literal["active", "suspended"]
+    suspended_until: str | None = Field(description="UTC; when it is tried again.")
+    failures: int = Field(description="Failed tries in a row.")
+    last_error: str | None
+    last_ok_at: str | None = Field(description="UTC; its last answer.")
+    sent: int = Field(description="Requests sent since the gateway started.")
+    answered: int
+
+
 class DeadLetterOut(BaseModel):
     ref: str = Field(description="Names it for replay: <stream>.dead/<entry id>.")
     order_id: str

@@ -171,6 +171,7 @@ ROUTES = [
     ("get", "/me", None, {"operator", "alice"}),
     ("get", "/ops/streams", None, {"operator"}),
     ("get", "/ops/dead-letters", None, {"operator"}),
+    ("get", "/ops/endpoints", None, {"operator"}),
     ("post", "/ops/dead-letters/replay", {"refs": ["orders.created.dead/1-0"]}, {"operator"}),
 ]
 

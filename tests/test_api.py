@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import fakeredis
 import pytest
 import redis.asyncio
 from fastapi.testclient import TestClient
 
+from gateway.endpoints import State, shown
 from order_api.orders import new_order_id
 from shop import keys
 from shop.topology import SHOP
@@ -332,6 +335,25 @@ def test_operators_see_streams_groups_and_dead_letters(
     answer = api.post("/ops/dead-letters/replay", json={"refs": ["orders.created.dead/1-0"]})
     assert answer.json() == {"results": {"orders.created.dead/1-0": "no such dead letter"}}
     assert api.get("/ops/dead-letters", params={"stream": "nope"}).status_code == 422
+    # A gateway's store is a stream like the others once a gateway registered it.
+    assert api.get("/ops/dead-letters", params={"stream": "gateway.hooks"}).status_code == 422
+    asyncio.run(afake.sadd(keys.gateway_stores(), "gateway.hooks"))
+    assert api.get("/ops/dead-letters", params={"stream": "gateway.hooks"}).json() == []
+    assert "gateway.hooks" in [s["name"] for s in api.get("/ops/streams").json()]
+
+
+def test_operators_see_the_gateways_endpoints(api: TestClient,
+                                              afake: redis.asyncio.Redis) -> None:
+    assert api.get("/ops/endpoints").json() == []
+    down = State("receiver", shown("http://user:pw@hooks.example:8443/in?key=secret"),
+                 state="suspended", suspended_until="2026-12-02T06:00:00Z", failures=3,
+                 last_error="answered 503", sent=7, answered=4)
+    asyncio.run(afake.hset(keys.gateway_endpoints(), mapping={
+        "webhooks/receiver": json.dumps(asdict(down)), "webhooks/broken": "{not json"}))
+    assert api.get("/ops/endpoints").json() == [{
+        "gateway": "webhooks", "endpoint": "receiver", "url": "http://hooks.example:8443/in",
+        "state": "suspended", "suspended_until": "2026-12-02T06:00:00Z", "failures": 3,
+        "last_error": "answered 503", "last_ok_at": None, "sent": 7, "answered": 4}]
 
 
 def test_every_error_answer_is_described_in_openapi_with_its_schema(api: TestClient) -> None:

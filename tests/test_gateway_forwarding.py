@@ -22,6 +22,7 @@ from gateway.runtime import Runtime, store_stream
 from gateway.signing import verify
 from shop import keys
 from shop.topology import SHOP, with_gateway_stores
+from shopctl.cli import main
 from shopctl.redis_server import RedisServer
 from streams import deadletter
 from tests.receivers import Receiver, answer, flapping
@@ -194,7 +195,8 @@ def test_failover_to_the_second_receiver_and_back_to_the_first(
 
 
 def test_after_the_last_attempt_a_message_is_parked_and_a_replay_delivers_it_again(
-        redis_server: RedisServer, real: redis.Redis, receivers: Callable[..., Receiver]) -> None:
+        redis_server: RedisServer, real: redis.Redis, receivers: Callable[..., Receiver],
+        capsys: pytest.CaptureFixture[str]) -> None:
     refusing = receivers(behave=answer(422))
 
     async def test(runtime: Runtime) -> None:
@@ -207,6 +209,12 @@ def test_after_the_last_attempt_a_message_is_parked_and_a_replay_delivers_it_aga
         assert [p.letter.reason for p in parked if p.letter] == [
             "r0 answered 422; gave up after 3 attempt(s)"] * 2
         assert {p.letter.deliveries for p in parked if p.letter} == {3}
+        # As shopctl dead lists them, with the shop's own.
+        assert await asyncio.to_thread(main, ["dead", "list", "--redis-url", redis_server.url]) == 0
+        listed = capsys.readouterr().out.splitlines()
+        assert listed[-1] == "2 dead letter(s)" and all(
+            line.startswith("gateway.hooks.dead/") and "group=forwarder  deliveries=3" in line
+            for line in listed[:-1])
         refusing.behave = answer(200)
         results = await deadletter.replay(runtime.redis, topology, [p.ref for p in parked])
         assert all(r.startswith("replayed as gateway.hooks ") for r in results.values())

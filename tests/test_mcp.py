@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 import fakeredis
@@ -13,6 +14,7 @@ import pytest
 import redis.asyncio
 from mcp import Client
 
+from gateway.endpoints import State
 from mcp_servers import ops, shop
 from mcp_servers.api import ShopApi
 from shop import keys, topology
@@ -224,7 +226,7 @@ async def test_the_ops_server_keeps_stock_and_watches_the_streams(
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert set(tools) == {
             "stock_report", "restock", "add_product", "delete_product", "set_price",
-            "stream_health", "list_dead_letters", "replay_dead_letters"}
+            "stream_health", "list_dead_letters", "replay_dead_letters", "gateway_endpoints"}
         hints = {name: (t.annotations.read_only_hint, t.annotations.destructive_hint)
                  for name, t in tools.items() if t.annotations}
         assert hints["stock_report"] == (True, None) and hints["delete_product"] == (False, True)
@@ -256,6 +258,15 @@ async def test_the_ops_server_keeps_stock_and_watches_the_streams(
         assert dead[0]["reason"].startswith("missing field(s): type")
         replayed = await call(client, "replay_dead_letters", refs=[d["ref"] for d in dead])
         assert sum("replayed as orders.created" in r for r in replayed["results"].values()) == 1
+
+        assert (await call(client, "gateway_endpoints"))["summary"] == (
+            "no gateway running (or none has reported in the last 30 s)")
+        await afake.hset(keys.gateway_endpoints(), "webhooks/receiver", json.dumps(asdict(
+            State("receiver", "http://127.0.0.1:9099/hooks", state="suspended",
+                  failures=2, last_error="answered 503"))))
+        reported = await call(client, "gateway_endpoints")
+        assert reported["summary"] == "1 suspended: webhooks/receiver"
+        assert reported["endpoints"][0]["last_error"] == "answered 503"
 
         assert "product 'nope' not found" in await error(client, "restock", product_id="nope",
                                                          quantity=1)

@@ -11,6 +11,7 @@ from order_api.errors import Unprocessable
 from order_api.schemas import (
     STREAM_PATTERN,
     DeadLetterOut,
+    EndpointState,
     Replay,
     ReplayOut,
     StreamHealth,
@@ -28,6 +29,13 @@ async def streams(r: RedisDep, topology: TopologyDep) -> list[StreamHealth]:
     """Each stream of each partition, the gateways' stores included: length, groups
     (pending, lag), dead letters (operator)."""
     return await ops.streams(r, await with_gateway_stores(r, topology))
+
+
+@router.get("/endpoints", response_model=list[EndpointState])
+async def endpoints(r: RedisDep) -> list[EndpointState]:
+    """The running gateways' endpoints: active or suspended (until when, after how
+    many failures, the last error), requests sent and answered (operator)."""
+    return await ops.endpoints(r)
 
 
 @router.get("/dead-letters", response_model=list[DeadLetterOut], responses=answers(422))
