@@ -41,7 +41,7 @@ from streams.worker import connect_when_ready
 log = logging.getLogger("gateway")
 
 
-class _Server(uvicorn.Server):
+class EmbeddedServer(uvicorn.Server):
     """uvicorn, several in one process: the gateway handles the signals."""
 
     @contextlib.contextmanager
@@ -101,9 +101,9 @@ async def serve(config: GatewayConfig, settings: WorkerSettings) -> None:
         client = await asyncio.to_thread(connect_when_ready, settings, "gateway",
                                          stopping.is_set)
     servers = [
-        _Server(uvicorn.Config(app_for(name, proxy, runtime), host=proxy.host, port=proxy.port,
-                               http=GuardedHttpTools, log_config=None, access_log=False,
-                               lifespan="off"))
+        EmbeddedServer(uvicorn.Config(app_for(name, proxy, runtime), host=proxy.host,
+                                      port=proxy.port, http=GuardedHttpTools, log_config=None,
+                                      access_log=False, lifespan="off"))
         for name, proxy in config.proxies.items()]
     loop = asyncio.get_running_loop()
     subscribers = [Subscriber(name, s, runtime, client, settings, loop)

@@ -65,3 +65,18 @@ def test_the_cluster_benchmark_compares_a_cluster_with_one_server(tmp_path: Path
     assert summary["python_ratio"] > 0
     assert set(summary["projection"]) == {"evenness", "3 masters", "6 masters", "12 masters"}
     assert "cluster ÷ one server = " in result.stdout and "projection" in result.stdout
+
+
+def test_the_gateway_benchmark_prints_its_numbers(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shopctl", "bench", "--gateway", "--gateway-orders", "6",
+         "--gateway-messages", "200", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=170,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = json.loads((tmp_path / "gateway.json").read_text())
+    assert found["legacy_order_ms"]["proxied"]["n"] == 6
+    assert found["legacy_order_ms"]["read_proxied"]["n"] == 12
+    assert found["deliveries_1p"]["messages"] == found["deliveries_4p"]["messages"] == 200
+    assert found["restart_s"] > 0
+    assert "added by the proxy per request" in result.stdout

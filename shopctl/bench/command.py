@@ -61,6 +61,14 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("--abuse-flood", type=int, default=20_000,
                        help="--abuse: slow connections in the flood (20000, at most the "
                        "open-file limit)")
+    bench.add_argument("--gateway", action="store_true",
+                       help="instead: the gateway's cost and throughput: a legacy order through "
+                       "the proxy against the same order direct, deliveries per second to a "
+                       "local receiver, and a restart (shopctl/bench/gateway.py)")
+    bench.add_argument("--gateway-orders", type=int, default=150,
+                       help="--gateway: legacy orders each way (150)")
+    bench.add_argument("--gateway-messages", type=int, default=3000,
+                       help="--gateway: stored messages to deliver (3000)")
     bench.add_argument("launcher_args", nargs="*", metavar="-- UP-OPTION",
                        help="after --: options for the system, e.g. -- --payment-workers 2")
 
@@ -92,6 +100,15 @@ def run(args: argparse.Namespace) -> int:
         abuse_header_timeout_s=float(os.environ.get("API_HEADER_TIMEOUT_S", "10")),
     )
     bench = Bench(options, print)
+    if args.gateway:
+        from shopctl.bench import gateway
+
+        measured = asyncio.run(gateway.measure(args.out, print, args.gateway_orders,
+                                               args.gateway_messages))
+        print()
+        print(gateway.table(measured))
+        print(f"wrote {args.out / 'gateway.json'}")
+        return 0
     if args.abuse:
         from shopctl.bench import abuse
 
