@@ -11,6 +11,7 @@ COPY payment_worker ./payment_worker
 COPY inventory_worker ./inventory_worker
 COPY shopctl ./shopctl
 COPY mcp_servers ./mcp_servers
+COPY gateway ./gateway
 RUN pip install --no-cache-dir .
 # Each service of docker-compose.yml names its own command.
 CMD ["python", "-m", "order_api"]

@@ -1,8 +1,9 @@
 """A gateway's configuration: one YAML file, checked before anything starts.
 
-``${VAR}`` and ``${VAR:-default}`` are taken from the environment first (a
-variable that is not set and has no default is an error naming it and its
-line). Then the file is checked against the models below (pydantic), every
+``${VAR}`` and ``${VAR:-default}`` are taken from the environment first
+(or, with ``VAR_FILE`` set instead, from the file it names: a secret mounted
+in a container); a variable that is not set and has no default is an error
+naming it and its line. Then the file is checked against the models below (pydantic), every
 step's mediator and parameters included, and what refers to what: each
 endpoint, store and sequence named exists, a group's members are plain
 endpoints, no sequence calls itself through others. Every error is one line
@@ -190,13 +191,20 @@ class GatewayConfig(_Model):
 
 
 def substitute(text: str, environ: dict[str, str], source: str) -> str:
-    """``${VAR}`` and ``${VAR:-default}`` from ``environ``, line by line."""
+    """``${VAR}`` and ``${VAR:-default}`` from ``environ``, line by line; or,
+    when ``VAR_FILE`` is set instead, the content of the file it names."""
     lines = []
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
         def value(found: re.Match[str], number: int = number) -> str:
             name, default = found[1], found[2]
             if name in environ:
                 return environ[name]
+            if f"{name}_FILE" in environ:  # a secret in a file (Docker's convention)
+                try:
+                    return Path(environ[f"{name}_FILE"]).read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(f"{source}:{number}: ${{{name}}}: {name}_FILE "
+                                      f"{environ[f'{name}_FILE']}: {exc.strerror}") from None
             if default is not None:
                 return default
             raise ConfigError(f"{source}:{number}: ${{{name}}} is not set, and has no default "

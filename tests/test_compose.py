@@ -61,12 +61,12 @@ def test_workers_can_be_scaled(name: str) -> None:
 def test_the_image_copies_every_package_the_services_run() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     for package in ("access", "streams", "order_api", "payment_worker", "inventory_worker",
-                    "shopctl", "mcp_servers"):
+                    "shopctl", "mcp_servers", "gateway"):
         assert f"COPY {package} ./{package}" in dockerfile
 
 
 @pytest.mark.parametrize(
-    "name", ["redis", "api", "projector", "payment_worker", "inventory_worker"]
+    "name", ["redis", "api", "projector", "payment_worker", "inventory_worker", "gateway"]
 )
 def test_what_dies_is_started_again(name: str) -> None:
     assert SERVICES[name]["restart"] == "unless-stopped"
@@ -95,11 +95,36 @@ def test_the_api_checks_tokens_and_the_demo_keeps_its_tokens_on_the_host() -> No
     assert demo["volumes"] == ["./.data/compose:/data"]
 
 
+def test_the_gateway_runs_a_configuration_that_loads_with_what_compose_gives_it(
+        tmp_path: Path) -> None:
+    from gateway.config import load
+
+    gateway = SERVICES["gateway"]
+    assert gateway["command"][-1] == "${GATEWAY_CONFIG:-legacy-flask.yaml}"
+    assert gateway["depends_on"] == {"demo": {"condition": "service_completed_successfully"}}
+    assert gateway["volumes"] == ["./.data/compose:/data:ro"]  # the demo's tokens
+    assert gateway["ports"] == ["127.0.0.1:5000:5000", "127.0.0.1:5001:5001"]
+    environment = dict(gateway["environment"])
+    # The token files the demo service writes, here in a folder of the test's.
+    for name in ("SHOP_OPERATOR_TOKEN_FILE", "LEGACY_CUSTOMER_TOKEN_FILE"):
+        token = tmp_path / Path(environment[name]).name
+        token.write_text("a-token\n")
+        environment[name] = str(token)
+    environment["WEBHOOK_SECRET"] = "from-the-env-file-16+"
+    environment["WEBHOOK_FALLBACK_URL"] = ""
+    environment["WEBHOOK_URL"] = "http://host.docker.internal:9099/hooks"
+    legacy = load("legacy-flask.yaml", environment)
+    assert {p.listen for p in legacy.proxies.values()} == {"0.0.0.0:5000", "0.0.0.0:5001"}
+    assert load("webhooks.yaml", environment).stores["hooks"].sign is not None
+    example = (ROOT / ".env.example").read_text()
+    assert "\nGATEWAY_CONFIG=" in example and "\nWEBHOOK_SECRET=" in example
+
+
 # -- docker-compose.cluster.yml: the same processes on a Redis Cluster ------------------
 
 CLUSTER = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())["services"]
 NODES = [f"redis-{i}" for i in range(6)]
-CLIENTS = ["api", "projector", "payment_worker", "inventory_worker", "demo"]
+CLIENTS = ["api", "projector", "payment_worker", "inventory_worker", "demo", "gateway"]
 CLUSTER_URL = f"redis://:{REQUIRED}@redis-0:6379"
 
 
@@ -147,9 +172,13 @@ def test_every_client_uses_the_cluster_with_one_partition_count(name: str) -> No
         assert importlib.util.find_spec(f"{command[2]}.__main__"), name
     else:
         assert command[0] in SCRIPTS
-    if name != "demo":
+    if name == "gateway":  # it needs the demo's tokens
+        assert service["depends_on"] == {"demo": {"condition": "service_completed_successfully"}}
+        assert service["environment"]["SHOP_API_URL"] == "http://api:8000"
+    elif name != "demo":
         assert service["depends_on"] == {"cluster-init": {
             "condition": "service_completed_successfully"}}
+    if name != "demo":
         assert service["restart"] == "unless-stopped"
 
 

@@ -108,6 +108,17 @@ def test_a_variable_with_a_default_or_from_the_environment(tmp_path: Path) -> No
     assert given.endpoints["shop"].url == "https://given.example"  # type: ignore[union-attr]
 
 
+def test_a_variable_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "url").write_text("http://from-a-file:8000\n")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(GOOD.replace('"http://127.0.0.1:8000"', "${SHOP_URL}"))
+    found = load(path, {"SHOP_URL_FILE": str(tmp_path / "url")})
+    assert found.endpoints["shop"].url == "http://from-a-file:8000"  # type: ignore[union-attr]
+    line = check(tmp_path, path.read_text(), {"SHOP_URL_FILE": str(tmp_path / "nope")})
+    assert line == (f"gateway: gateway.yaml:3: ${{SHOP_URL}}: SHOP_URL_FILE {tmp_path}/nope: "
+                    "No such file or directory")
+
+
 def test_a_name_that_names_nothing(tmp_path: Path) -> None:
     line = check(tmp_path, GOOD.replace("- sequence: answer", "- call: {endpoint: shopp}")
                  .replace("out: [{sequence: answer}]", "out: [{call: {endpoint: shopp}}]"))
