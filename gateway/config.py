@@ -7,7 +7,7 @@ naming it and its line. Then the file is checked against the models below (pydan
 step's mediator and parameters included, and what refers to what: each
 endpoint, store and sequence named exists, a group's members are plain
 endpoints, no sequence calls itself through others. Every error is one line
-naming the file, the line and the place (``legacy-flask.yaml:31:
+naming the file, the line and the place (``legacy-flask.yaml:52:
 proxies.orders.routes.0.out.1: unknown mediator 'respnd'; ...``).
 """
 

@@ -123,7 +123,7 @@ class Endpoint:
         self.state.failures, self.state.answered = 0, self.state.answered + 1
         self.state.last_ok_at = utc_now()
         if was != "active":
-            log.warning("gateway      endpoint %s answers again: active", self.name)
+            log.info("gateway      endpoint %s answers again: active", self.name)
             self._changed(self)
 
     def _failed(self, error: str) -> None:

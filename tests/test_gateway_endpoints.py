@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,9 @@ from gateway.config import Endpoint as EndpointConfig
 from gateway.config import GatewayConfig
 from gateway.config import Group as GroupConfig
 from gateway.endpoints import Endpoint, Group, Unavailable
+from gateway.receiver import serve
 from gateway.runtime import Runtime
+from gateway.signing import sign
 from shop import keys
 from shop.topology import SHOP
 from shopctl.redis_server import RedisServer
@@ -234,3 +237,31 @@ def test_each_endpoints_state_is_published_for_the_operators(
             await client.aclose()
 
     asyncio.run(test())
+
+
+def test_the_example_receiver_checks_signatures_and_takes_a_key_once(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    server = serve("127.0.0.1", 0, "a-secret-for-the-receiver", fail=1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    body = json.dumps({"order_id": "ord_1", "status": "completed"}).encode()
+    try:
+        with httpx2.Client() as http:
+            def post(secret: str, key: str = "k-1") -> int:
+                return http.post(url, content=body, headers={
+                    "Idempotency-Key": key, "X-Shop-Attempt": "1",
+                    "X-Shop-Signature": sign(secret, body)}).status_code
+
+            assert post("a-secret-for-the-receiver") == 503  # --fail 1
+            assert post("someone-elses-secret") == 401
+            assert post("a-secret-for-the-receiver") == 200
+            assert post("a-secret-for-the-receiver") == 200  # again: taken once
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert capsys.readouterr().out.splitlines() == [
+        "answered 503 to k-1 (--fail: 0 more)",
+        "refused k-1: bad or missing signature",
+        "order ord_1 completed (key k-1, attempt 1, signature ok)",
+        "order ord_1 completed (key k-1, attempt 1, signature ok): again, already taken"]
