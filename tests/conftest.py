@@ -23,6 +23,7 @@ from shop.topology import SHOP
 from shopctl.cluster import LocalCluster
 from shopctl.redis_server import RedisServer, free_port
 from tests import cluster as local_cluster
+from tests.receivers import Receiver
 from tests.shop import Shop
 
 # What TestClient sends as its Host header.
@@ -170,3 +171,17 @@ def real_shop(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iter
     driver.close()
     if request.param == "cluster":
         driver.r.close()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., Receiver]]:
+    """Start real HTTP receivers (``tests.receivers``); stopped after the test."""
+    started: list[Receiver] = []
+
+    def start(**kw: object) -> Receiver:
+        started.append(Receiver(**kw).start())  # type: ignore[arg-type]
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        receiver.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -33,20 +33,6 @@ FAST = {"backoff": {"initial_s": 0.01, "factor": 2, "max_s": 0.02},
         "suspend": {"initial_s": 0.3, "factor": 2, "max_s": 1.0}}
 
 
-@pytest.fixture
-def receivers() -> Iterator[list[Receiver]]:
-    started: list[Receiver] = []
-    yield started
-    for receiver in started:
-        receiver.stop()
-
-
-def receiver(receivers: list[Receiver], **kw: Any) -> Receiver:
-    started = Receiver(**kw).start()
-    receivers.append(started)
-    return started
-
-
 def endpoint(url: str, **config: Any) -> EndpointConfig:
     return EndpointConfig.model_validate({"url": url, **FAST, **config})
 
@@ -59,8 +45,9 @@ def run(test: Any) -> Any:
     return asyncio.run(with_client())
 
 
-def test_a_failure_is_tried_again_after_a_growing_back_off(receivers: list[Receiver]) -> None:
-    target = receiver(receivers, behave=lambda n: (503, 0) if n < 2 else (200, 0))
+def test_a_failure_is_tried_again_after_a_growing_back_off(
+        receivers: Callable[..., Receiver]) -> None:
+    target = receivers(behave=lambda n: (503, 0) if n < 2 else (200, 0))
 
     async def test(client: httpx2.AsyncClient) -> None:
         shop = Endpoint("shop", endpoint(target.url, retries=2), client)
@@ -74,8 +61,8 @@ def test_a_failure_is_tried_again_after_a_growing_back_off(receivers: list[Recei
     assert third.json() == {"a": 1} and third.headers["X-Try"] == "1"
 
 
-def test_a_4xx_is_an_answer_not_a_failure(receivers: list[Receiver]) -> None:
-    target = receiver(receivers, behave=answer(404))
+def test_a_4xx_is_an_answer_not_a_failure(receivers: Callable[..., Receiver]) -> None:
+    target = receivers(behave=answer(404))
 
     async def test(client: httpx2.AsyncClient) -> None:
         shop = Endpoint("shop", endpoint(target.url), client)
@@ -86,9 +73,10 @@ def test_a_4xx_is_an_answer_not_a_failure(receivers: list[Receiver]) -> None:
     assert len(target.seen) == 1
 
 
-def test_a_timeout_or_a_closed_connection_fails_and_suspends(receivers: list[Receiver]) -> None:
-    slow = receiver(receivers, behave=answer(200, delay_s=1.0))
-    rude = receiver(receivers, behave=answer(0))
+def test_a_timeout_or_a_closed_connection_fails_and_suspends(
+        receivers: Callable[..., Receiver]) -> None:
+    slow = receivers(behave=answer(200, delay_s=1.0))
+    rude = receivers(behave=answer(0))
 
     async def test(client: httpx2.AsyncClient) -> None:
         waiting = Endpoint("slow", endpoint(slow.url, timeout_s=0.1, retries=0), client)
@@ -104,8 +92,8 @@ def test_a_timeout_or_a_closed_connection_fails_and_suspends(receivers: list[Rec
 
 
 def test_suspension_grows_with_each_failed_trial_and_ends_with_an_answer(
-        receivers: list[Receiver]) -> None:
-    target = receiver(receivers, behave=answer(503))
+        receivers: Callable[..., Receiver]) -> None:
+    target = receivers(behave=answer(503))
 
     async def test(client: httpx2.AsyncClient) -> None:
         changes: list[str] = []
@@ -136,9 +124,9 @@ def test_suspension_grows_with_each_failed_trial_and_ends_with_an_answer(
 
 
 def test_failover_switches_to_the_next_and_back_once_the_first_answers(
-        receivers: list[Receiver]) -> None:
-    first = receiver(receivers, behave=answer(503))
-    second = receiver(receivers)
+        receivers: Callable[..., Receiver]) -> None:
+    first = receivers(behave=answer(503))
+    second = receivers()
 
     async def test(client: httpx2.AsyncClient) -> None:
         a = Endpoint("a", endpoint(first.url, retries=0), client)
@@ -159,8 +147,8 @@ def test_failover_switches_to_the_next_and_back_once_the_first_answers(
 
 
 def test_a_group_with_every_member_down_says_when_one_may_be_tried(
-        receivers: list[Receiver]) -> None:
-    down = receiver(receivers, behave=answer(500))
+        receivers: Callable[..., Receiver]) -> None:
+    down = receivers(behave=answer(500))
 
     async def test(client: httpx2.AsyncClient) -> None:
         a = Endpoint("a", endpoint(down.url, retries=0), client)
@@ -175,8 +163,8 @@ def test_a_group_with_every_member_down_says_when_one_may_be_tried(
 
 
 def test_round_robin_takes_turns_and_skips_a_suspended_member(
-        receivers: list[Receiver]) -> None:
-    one, two = receiver(receivers), receiver(receivers, behave=flapping(2))
+        receivers: Callable[..., Receiver]) -> None:
+    one, two = receivers(), receivers(behave=flapping(2))
 
     async def test(client: httpx2.AsyncClient) -> None:
         members = [Endpoint("one", endpoint(one.url, retries=0), client),
@@ -213,8 +201,8 @@ def test_the_token_bucket_is_kept_in_redis(redis_server: RedisServer, real: Any)
 
 
 def test_each_endpoints_state_is_published_for_the_operators(
-        redis_server: RedisServer, real: Any, receivers: list[Receiver]) -> None:
-    down = receiver(receivers, behave=answer(503))
+        redis_server: RedisServer, real: Any, receivers: Callable[..., Receiver]) -> None:
+    down = receivers(behave=answer(503))
 
     async def test() -> None:
         client = redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -32,19 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 SECRET = "a-secret-for-the-tests-only"
 QUICK = {"retries": 0, "timeout_s": 0.5, "backoff": {"initial_s": 0.01, "factor": 2, "max_s": 0.02},
          "suspend": {"initial_s": 0.3, "factor": 2, "max_s": 1.2}}
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    started: list[Receiver] = []
-
-    def start(**kw: Any) -> Receiver:
-        started.append(Receiver(**kw).start())
-        return started[-1]
-
-    yield start
-    for receiver in started:
-        receiver.stop()
 
 
 def gateway(urls: list[str], endpoint: dict[str, Any] | None = None,

@@ -10,9 +10,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
@@ -24,19 +23,6 @@ from tests.receivers import Receiver, answer
 from tests.running import Running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    started: list[Receiver] = []
-
-    def start(**kw: Any) -> Receiver:
-        started.append(Receiver(**kw).start())
-        return started[-1]
-
-    yield start
-    for receiver in started:
-        receiver.stop()
 
 
 def wait_until(check: Callable[[], bool], what: Callable[[], str], timeout_s: float = 60) -> None:
