@@ -6,7 +6,8 @@ is called with the message; its ``out`` sequence shapes the answer. A
 its part, an endpoint that did not answer) runs the route's ``fault``
 sequence (else the proxy's), with ``error`` set; what it does not answer is
 a 502 ``{"error": ...}``. Each proxy listens on its own host and port, with
-the API's limits on slow and large requests.
+the API's limits on slow requests and headers, and a body over
+``max_body_bytes`` refused (413) without reading past it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import time
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
@@ -42,8 +42,7 @@ def app_for(name: str, proxy: Proxy, runtime: Runtime) -> ASGIApp:
     async def not_allowed(request: Request, _exc: Exception) -> Response:
         return JSONResponse({"error": "Method not allowed"}, 405)
 
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
-    return RequestBodyLimitMiddleware(app, proxy.max_body_bytes)
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
 
 
 def _handler(name: str, proxy: Proxy, route: Route, runtime: Runtime) -> Any:
@@ -57,8 +56,30 @@ def _handler(name: str, proxy: Proxy, route: Route, runtime: Runtime) -> Any:
     return handle
 
 
+class _TooLarge(Exception):  # noqa: N818
+    pass
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, refused past ``limit`` bytes: before a byte is read when its
+    length says so, else as it streams."""
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _mediate(proxy: Proxy, route: Route, runtime: Runtime, request: Request) -> Response:
-    raw = await request.body()
+    try:
+        raw = await _body(request, proxy.max_body_bytes)
+    except _TooLarge:
+        return JSONResponse({"error": f"the body is over {proxy.max_body_bytes} bytes"}, 413,
+                            headers={"Connection": "close"})
     message = Message(params=dict(request.path_params), query=dict(request.query_params),
                       headers={})
     try:
