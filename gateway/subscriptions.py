@@ -119,6 +119,8 @@ class Subscriber:
     def handle(self, event: Envelope | DeadLetter) -> Outcome:
         if isinstance(event, DeadLetter) and event.group not in SHOP.groups():
             return Ack(f"dead letter of {event.group}, not of the saga: not an order's end")
+        if isinstance(event, DeadLetter) and not event.subject:
+            return Ack(f"dead letter from {event.stream} names no order: nothing to say")
         message = message_of(event, self.runtime.config.vars)
         future = asyncio.run_coroutine_threadsafe(self._sequence(message), self.loop)
         try:

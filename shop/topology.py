@@ -11,12 +11,14 @@ bits, so anyone holding the id finds its keys without a lookup.
 
 from __future__ import annotations
 
+import re
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 from shop import events as e
 from shop import keys
-from streams.topology import EventType, Topology
+from streams.topology import DEAD_SUFFIX, EventType, Topology
 
 # Streams: the plain names of the design, so that `redis-cli XRANGE
 # orders.created - +` works with one partition.
@@ -86,11 +88,18 @@ SHOP = Topology(
 )
 
 
-async def with_gateway_stores(client: Any, topology: Topology) -> Topology:
+async def with_gateway_stores(client: Any, topology: Topology,
+                              named: Iterable[str] = ()) -> Topology:
     """The shop's topology with the message stores the gateways registered
-    (``keys.gateway_stores``): their streams' health and dead letters are
-    seen, replayed and purged with the shop's."""
-    stores = sorted(await client.smembers(keys.gateway_stores()))
+    (``keys.gateway_stores``), and any store stream ``named`` (a store no
+    gateway registered holds nothing, as a partition beyond the count does):
+    their streams' health and dead letters are seen, replayed and purged
+    with the shop's."""
+    stores = set(await client.smembers(keys.gateway_stores()))
+    for name in named:
+        base = topology.split(name.split("/", 1)[0].removesuffix(DEAD_SUFFIX))[0]
+        if re.fullmatch(re.escape(STORE_PREFIX) + STORE_NAME, base):
+            stores.add(base)
     if not stores:
         return topology
-    return topology.with_streams({store: (FORWARDER_GROUP,) for store in stores})
+    return topology.with_streams({store: (FORWARDER_GROUP,) for store in sorted(stores)})

@@ -284,7 +284,8 @@ async def _events(args: argparse.Namespace) -> int:
 
 async def _dead(args: argparse.Namespace) -> int:
     async with _client(args.redis_url) as client:
-        topology = await with_gateway_stores(client, await stored_topology(client, SHOP))
+        topology = await with_gateway_stores(client, await stored_topology(client, SHOP),
+                                             [*args.refs, *([args.stream] if args.stream else [])])
         if args.action == "list" or args.all:
             found = await deadletter.list_dead(client, topology, args.stream, args.limit)
         if args.action == "list":

@@ -3,14 +3,17 @@ clear line naming the file, its line and the place, and a non-zero exit."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.config import BUNDLED, ConfigError, load
 from gateway.endpoints import Endpoint as RunningEndpoint  # noqa: F401  # imports cleanly
+from gateway.main import main
 from gateway.steps import REGISTRY
 
 pytestmark = pytest.mark.unit
@@ -35,18 +38,36 @@ proxies:
 """
 
 
-def check(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
+Check = Callable[..., str]
+
+
+@pytest.fixture
+def check(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+          monkeypatch: pytest.MonkeyPatch) -> Check:
     """The one line ``python -m gateway --check`` says of a configuration that is
-    wrong (and that it exits 2)."""
+    wrong (and that it exits 2), in this process, with only ``environ`` set
+    (``test_a_mistake_exits_2_from_the_command_line``: the same, as a command)."""
+    def checked(text: str, environ: dict[str, str] | None = None) -> str:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(text)
+        monkeypatch.setattr(os, "environ", dict(environ or {}))
+        code = main(["--config", str(path), "--check"])
+        out, err = capsys.readouterr()
+        assert code == 2, out + err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        return lines[0]
+
+    return checked
+
+
+def test_a_mistake_exits_2_from_the_command_line(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text(text)
+    path.write_text(GOOD.replace("- respond:", "- respnd:"))
     done = subprocess.run([sys.executable, "-m", "gateway", "--config", str(path), "--check"],
-                          capture_output=True, text=True, timeout=30,
-                          env={"PATH": "/usr/bin:/bin", **(environ or {})})
-    assert done.returncode == 2, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    return lines[0]
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.startswith("gateway: gateway.yaml:6: sequences.answer.0: unknown mediator")
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in BUNDLED.glob("*.yaml")))
@@ -64,38 +85,38 @@ def test_a_good_one_is_said_to_be_good(tmp_path: Path) -> None:
     assert "proxy front on 127.0.0.1:5999 (1 route(s))" in done.stdout
 
 
-def test_an_unknown_mediator(tmp_path: Path) -> None:
-    line = check(tmp_path, GOOD.replace("- respond:", "- respnd:"))
+def test_an_unknown_mediator(check: Check) -> None:
+    line = check(GOOD.replace("- respond:", "- respnd:"))
     assert line.startswith("gateway: gateway.yaml:6: sequences.answer.0: unknown mediator "
                            "'respnd'; the mediators are: call, drop, ")
 
 
-def test_a_mediator_with_a_parameter_it_does_not_take(tmp_path: Path) -> None:
-    line = check(tmp_path, GOOD.replace("status: 200,", "stauts: 200,"))
+def test_a_mediator_with_a_parameter_it_does_not_take(check: Check) -> None:
+    line = check(GOOD.replace("status: 200,", "stauts: 200,"))
     assert line == ("gateway: gateway.yaml:6: sequences.answer.0: respond: stauts: Extra inputs "
                     "are not permitted")
 
 
-def test_a_bad_url(tmp_path: Path) -> None:
-    line = check(tmp_path, GOOD.replace('"http://127.0.0.1:8000"', "ftp://files"))
+def test_a_bad_url(check: Check) -> None:
+    line = check(GOOD.replace('"http://127.0.0.1:8000"', "ftp://files"))
     assert line == ("gateway: gateway.yaml:3: endpoints.shop.url: Value error, 'ftp://files' is "
                     "not an http:// or https:// URL with a host")
 
 
-def test_a_cycle_of_sequences(tmp_path: Path) -> None:
+def test_a_cycle_of_sequences(check: Check) -> None:
     text = GOOD.replace("""  answer:
     - respond: {status: 200, body: {ok: true}}""", """  answer:
     - sequence: again
   again:
     - log: once more
     - sequence: answer""")
-    line = check(tmp_path, text)
+    line = check(text)
     assert line == ("gateway: gateway.yaml:5: sequences.answer: sequences call each other in a "
                     "circle: answer → again → answer")
 
 
-def test_a_missing_variable(tmp_path: Path) -> None:
-    line = check(tmp_path, GOOD.replace('"http://127.0.0.1:8000"', "${SHOP_URL}"))
+def test_a_missing_variable(check: Check) -> None:
+    line = check(GOOD.replace('"http://127.0.0.1:8000"', "${SHOP_URL}"))
     assert line == ("gateway: gateway.yaml:3: ${SHOP_URL} is not set, and has no default "
                     "(write ${SHOP_URL:-default} for one)")
 
@@ -108,40 +129,39 @@ def test_a_variable_with_a_default_or_from_the_environment(tmp_path: Path) -> No
     assert given.endpoints["shop"].url == "https://given.example"  # type: ignore[union-attr]
 
 
-def test_a_variable_from_a_file(tmp_path: Path) -> None:
+def test_a_variable_from_a_file(tmp_path: Path, check: Check) -> None:
     (tmp_path / "url").write_text("http://from-a-file:8000\n")
     path = tmp_path / "gateway.yaml"
     path.write_text(GOOD.replace('"http://127.0.0.1:8000"', "${SHOP_URL}"))
     found = load(path, {"SHOP_URL_FILE": str(tmp_path / "url")})
     assert found.endpoints["shop"].url == "http://from-a-file:8000"  # type: ignore[union-attr]
-    line = check(tmp_path, path.read_text(), {"SHOP_URL_FILE": str(tmp_path / "nope")})
+    line = check(path.read_text(), {"SHOP_URL_FILE": str(tmp_path / "nope")})
     assert line == (f"gateway: gateway.yaml:3: ${{SHOP_URL}}: SHOP_URL_FILE {tmp_path}/nope: "
                     "No such file or directory")
 
 
-def test_a_name_that_names_nothing(tmp_path: Path) -> None:
-    line = check(tmp_path, GOOD.replace("- sequence: answer", "- call: {endpoint: shopp}")
+def test_a_name_that_names_nothing(check: Check) -> None:
+    line = check(GOOD.replace("- sequence: answer", "- call: {endpoint: shopp}")
                  .replace("out: [{sequence: answer}]", "out: [{call: {endpoint: shopp}}]"))
     assert line == ("gateway: gateway.yaml:13: proxies.front.routes.0.out: call: no endpoint "
                     "named 'shopp' (there are: shop)")
-    line = check(tmp_path, GOOD.replace("{sequence: answer}", "{sequence: anwser}"))
+    line = check(GOOD.replace("{sequence: answer}", "{sequence: anwser}"))
     assert "no sequence named 'anwser' (there are: answer)" in line
     group = GOOD.replace("sequences:", "  both: {failover: [shop, shop2]}\nsequences:")
-    assert check(tmp_path, group).endswith(
+    assert check(group).endswith(
         "endpoints.both: 'shop2' is not an endpoint with a url (the endpoints are: shop, both)")
 
 
-def test_a_bad_template_or_condition_is_found_when_loading(tmp_path: Path) -> None:
-    line = check(tmp_path, GOOD.replace("body: {ok: true}", 'body: {ok: "{{ body. }}"}'))
+def test_a_bad_template_or_condition_is_found_when_loading(check: Check) -> None:
+    line = check(GOOD.replace("body: {ok: true}", 'body: {ok: "{{ body. }}"}'))
     assert line == ("gateway: gateway.yaml:6: sequences.answer.0: respond: body: Value error, "
                     "template '{{ body. }}': expected name or number")
-    line = check(tmp_path,
-                 GOOD.replace("- respond:", "- filter: {if: 'status =='}\n    - respond:"))
+    line = check(GOOD.replace("- respond:", "- filter: {if: 'status =='}\n    - respond:"))
     assert "filter: if: Value error, expression 'status ==': unexpected 'end of template'" in line
 
 
-def test_not_yaml_and_not_a_file(tmp_path: Path) -> None:
-    assert check(tmp_path, "name: [unclosed").startswith("gateway: gateway.yaml:1: not YAML: ")
+def test_not_yaml_and_not_a_file(check: Check) -> None:
+    assert check("name: [unclosed").startswith("gateway: gateway.yaml:1: not YAML: ")
     done = subprocess.run([sys.executable, "-m", "gateway", "--config", "nope.yaml"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2

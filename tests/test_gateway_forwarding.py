@@ -15,8 +15,9 @@ import pytest
 import redis
 import redis.asyncio
 
+from gateway import forwarding
 from gateway.config import GatewayConfig
-from gateway.forwarding import LEASE_MS, Forwarder
+from gateway.forwarding import Forwarder
 from gateway.main import _register
 from gateway.runtime import Runtime, store_stream
 from gateway.signing import verify
@@ -139,21 +140,22 @@ def test_every_message_once_in_order_per_order_signed_through_a_flapping_receive
 
 def test_a_receiver_that_does_not_answer_is_suspended_and_tried_again_on_schedule(
         redis_server: RedisServer, real: redis.Redis, receivers: Callable[..., Receiver]) -> None:
-    slow = receivers(behave=answer(200, delay_s=2.0))  # longer than the 0.5 s timeout
+    slow = receivers(behave=answer(200, delay_s=0.6))  # longer than the 0.2 s timeout
 
     async def test(runtime: Runtime) -> None:
         await store_orders(runtime, orders=1, events=2)
         forwarding = Running(runtime)
-        await until(lambda: len(slow.seen) == 3)  # tried, suspended 0.3, 0.6 s, ...
+        await until(lambda: len(slow.seen) == 3)  # tried, suspended 0.1 s, 0.2 s, ...
         slow.behave = answer(200)
         await until(lambda: any(g.json()["n"] == 1 for g in slow.got))
         await forwarding.stop()
 
-    with_gateway(redis_server, gateway([slow.url]), 1, test)
+    quick = {"timeout_s": 0.2, "suspend": {"initial_s": 0.1, "factor": 2, "max_s": 0.4}}
+    with_gateway(redis_server, gateway([slow.url], quick), 1, test)
     tries = [g.at for g in slow.seen]
-    # Each try waited for the suspension the one before it earned: 0.3 s, then 0.6 s
-    # (each try itself takes its 0.5 s timeout).
-    assert tries[1] - tries[0] >= 0.5 + 0.3 and tries[2] - tries[1] >= 0.5 + 0.6
+    # Each try waited for the suspension the one before it earned: 0.1 s, then 0.2 s
+    # (each try itself takes its 0.2 s timeout).
+    assert tries[1] - tries[0] >= 0.2 + 0.1 and tries[2] - tries[1] >= 0.2 + 0.2
     # The first message until it was answered in time, then the second: in order.
     assert [g.json()["n"] for g in slow.seen] == [0, 0, 0, 0, 1]
     # A receiver that answers too late got the message nonetheless (the gateway
@@ -218,7 +220,9 @@ def test_after_the_last_attempt_a_message_is_parked_and_a_replay_delivers_it_aga
 
 
 def test_one_processor_per_stream_and_another_takes_over_when_it_stops(
-        redis_server: RedisServer, real: redis.Redis, receivers: Callable[..., Receiver]) -> None:
+        redis_server: RedisServer, real: redis.Redis, receivers: Callable[..., Receiver],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forwarding, "LEASE_MS", 1500)  # the waiting one asks every 0.5 s
     receiver = receivers()
 
     async def test(runtime: Runtime) -> None:
@@ -230,7 +234,7 @@ def test_one_processor_per_stream_and_another_takes_over_when_it_stops(
         assert real.get(keys.forwarder_lease("gateway.hooks")) == "gateway-a"
         await first.stop()  # releases the lease
         await store_orders(runtime, orders=1, events=1)
-        await until(lambda: len(receiver.got) == 7, timeout_s=LEASE_MS / 1000)
+        await until(lambda: len(receiver.got) == 7, timeout_s=forwarding.LEASE_MS / 1000)
         assert real.get(keys.forwarder_lease("gateway.hooks")) == "gateway-b"
         await second.stop()
 

@@ -51,8 +51,8 @@ async def dead_letters(
     """Dead letters, newest first, of one stream (e.g. orders.created, or a
     gateway's store: gateway.webhooks) or all (operator)."""
     try:
-        found = await deadletter.list_dead(r, await with_gateway_stores(r, topology), stream,
-                                           limit)
+        found = await deadletter.list_dead(
+            r, await with_gateway_stores(r, topology, [stream] if stream else []), stream, limit)
     except ValueError as exc:
         raise Unprocessable(f"stream: {exc}") from None
     return [
@@ -73,6 +73,6 @@ async def replay(body: Replay, r: RedisDep, topology: TopologyDep) -> ReplayOut:
     store's message is delivered again with its idempotency key (operator)."""
     try:
         return ReplayOut(results=await deadletter.replay(
-            r, await with_gateway_stores(r, topology), body.refs))
+            r, await with_gateway_stores(r, topology, body.refs), body.refs))
     except ValueError as exc:
         raise Unprocessable(f"refs: {exc}") from None
