@@ -19,6 +19,11 @@ Disasters follow the orders, not the clock: one every ``ORDERS / DISASTERS``
 accepted orders at most, so that a run slowed by its kills is not killed more
 for it (the launcher's restart backoff grows with every quick death).
 
+The gateway runs too, with ``webhooks.yaml``, and is killed like the
+workers: every order's final status is delivered to a receiver at least
+once, a repeated delivery is the same message under the same key, and
+nothing is parked.
+
 It runs at one partition and at four, the invariants checked across them.
 ``CHAOS_ORDERS`` and ``CHAOS_SEED`` change the size and the random choices.
 """
@@ -33,6 +38,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
@@ -40,6 +46,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from gateway.signing import verify
 from shop import keys, topology
 from shop.events import OrderLine, PaymentCompleted
 from shop.topology import customer_partition
@@ -50,6 +57,7 @@ from streams.topology import dead as dead_of
 from tests import invariants
 from tests.chaos import Customers, ended_cleanly, listed, redis_cli, wait_for_quiet
 from tests.conftest import bearer, make_token
+from tests.receivers import Receiver
 from tests.running import Running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -69,7 +77,9 @@ PRODUCTS = {"item1": (2400, 300), "item2": (1200, 200), "item3": (500, 600)}
 CAROLS = {"gift": (500, 2)}
 # Eight customers with plenty, two who run out: some orders are declined.
 CUSTOMERS = {**{f"c{i}": 5_000_000 for i in range(8)}, "c8": 30_000, "c9": 30_000}
-WORKERS = ("payment-1", "payment-2", "inventory-1", "inventory-2", "projector-1", "projector-2")
+WORKERS = ("payment-1", "payment-2", "inventory-1", "inventory-2", "projector-1", "projector-2",
+           "gateway")
+WEBHOOK_SECRET = "the-chaos-receivers-secret"
 ENV = {
     "WORKER_CLAIM_IDLE_MS": "1000",  # a killed worker's messages are claimed after 1 s
     "WORKER_RETRY_AFTER_S": "0.2",
@@ -118,9 +128,11 @@ def freeze_until_claimed(
 
 @pytest.mark.parametrize("partitions", [1, 4])
 def test_kill_anything_at_any_moment_and_the_books_still_balance(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], partitions: int
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], partitions: int,
+    receivers: Callable[..., Receiver],
 ) -> None:
     rng = random.Random(SEED)
+    hooks = receivers()
     t = topology.SHOP.with_partitions(partitions)
     redis_port, api_port = free_port(), free_port()
     base = f"http://127.0.0.1:{api_port}"
@@ -139,7 +151,9 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
         "always",
         "--partitions",
         str(partitions),
-        env=ENV,
+        "--gateway",
+        "webhooks.yaml",
+        env=ENV | {"WEBHOOK_URL": hooks.url + "/hooks", "WEBHOOK_SECRET": WEBHOOK_SECRET},
     )
     r = redis.Redis(port=redis_port, decode_responses=True, socket_timeout=5)
     started = time.monotonic()
@@ -329,6 +343,24 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
         assert r.hget(keys.order(carol, t.tag_of(carol)), "status") == "completed"
         assert r.get(t.delivery_error(topology.PAYMENT_GROUP, carol_stream, carol_entry))
         assert int(r.hget(carol_key, keys.BALANCE_FIELD)) == 9_000
+        # Every order's final status went out, at least once; the ghost's
+        # dead letters (two groups gave up on it) as one message.
+        final = {o: r.hget(keys.order(o, t.tag_of(o)), "status") for o in order_ids}
+        wanted = final | {"ord_ghost": "failed"}
+        deadline = time.monotonic() + 60
+        while not (delivered := webhooks(hooks)).keys() >= wanted.keys():
+            assert time.monotonic() < deadline, f"{len(wanted) - len(delivered)} not delivered"
+            time.sleep(0.1)
+        assert delivered == wanted
+        by_key: dict[str, set[bytes]] = {}
+        for got in hooks.got:
+            assert verify(WEBHOOK_SECRET, got.headers["X-Shop-Signature"], got.body)
+            by_key.setdefault(got.headers["Idempotency-Key"], set()).add(got.body)
+        assert all(len(bodies) == 1 for bodies in by_key.values())
+        repeated = len(hooks.got) - len(by_key)
+        assert len(by_key) == len(wanted)
+        for tag in t.tags():
+            assert r.xlen(f"gateway.hooks{tag}.dead") == 0
         # Streams were trimmed as the run went, and hold only recent history.
         for stream in t.partitioned(topology.ORDERS_CREATED):
             info = r.xinfo_stream(stream)
@@ -355,5 +387,11 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
             f"{freezes} more workers frozen for 2.5s, {restarts} "
             f"restarts by the launcher, {claims} claims by survivors; all final "
             f"{settled:.1f}s after the start: {final}; poison: 4 dead letters, as planned; "
-            "every invariant holds"
+            f"{len(hooks.got)} webhooks for {ORDERS + 2} final statuses ({repeated} again "
+            "under their key after the gateway's kills); every invariant holds"
         )
+
+
+def webhooks(receiver: Receiver) -> dict[str, str]:
+    """Each order's status as the webhooks delivered so far said it."""
+    return {body["order_id"]: body["status"] for body in receiver.bodies()}
