@@ -36,6 +36,7 @@ import httpx2
 
 from gateway.config import Endpoint as EndpointConfig
 from gateway.config import Group as GroupConfig
+from gateway.metrics import ENDPOINT_ACTIVE, ENDPOINT_REQUESTS
 from streams.envelope import utc_now
 
 log = logging.getLogger("gateway.endpoints")
@@ -67,6 +68,8 @@ class Endpoint:
         self._until = 0.0  # monotonic end of the suspension
         self._suspend_s = config.suspend.initial_s
         self._changed = changed or (lambda _endpoint: None)
+        if self.enabled:
+            ENDPOINT_ACTIVE.labels(name).set(1)
 
     @property
     def enabled(self) -> bool:
@@ -102,10 +105,13 @@ class Endpoint:
                     **({"content": body} if isinstance(body, bytes) else {"json": body}))
             except httpx2.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                ENDPOINT_REQUESTS.labels(self.name, "failed").inc()
                 continue
             if answer.status_code >= 500:
                 error = f"answered {answer.status_code}"
+                ENDPOINT_REQUESTS.labels(self.name, "failed").inc()
                 continue
+            ENDPOINT_REQUESTS.labels(self.name, "answered").inc()
             self._ok()
             try:
                 content = answer.json()
@@ -120,6 +126,7 @@ class Endpoint:
         self._until = 0.0
         self._suspend_s = self.config.suspend.initial_s
         self.state.state, self.state.suspended_until = "active", None
+        ENDPOINT_ACTIVE.labels(self.name).set(1)
         self.state.failures, self.state.answered = 0, self.state.answered + 1
         self.state.last_ok_at = utc_now()
         if was != "active":
@@ -133,6 +140,7 @@ class Endpoint:
         self._suspend_s = min(suspend * self.config.suspend.factor, self.config.suspend.max_s)
         self._until = time.monotonic() + suspend
         self.state.state = "suspended"
+        ENDPOINT_ACTIVE.labels(self.name).set(0)
         self.state.suspended_until = _utc_in(suspend)
         log.warning("gateway      endpoint %s failed (%s): suspended for %.1fs", self.name,
                     error, suspend)

@@ -41,11 +41,12 @@ from gateway import signing
 from gateway.config import Store
 from gateway.endpoints import Unavailable
 from gateway.message import Message
+from gateway.metrics import DELIVERIES
 from gateway.runtime import Runtime, store_stream
 from gateway.templates import TemplateProblem
 from shop import keys
 from shop.topology import FORWARDER_GROUP, SHOP
-from streams import recovery
+from streams import recovery, tracing
 from streams.deadletter import DeadLetter
 from streams.nodes import TRANSIENT
 from streams.scripts import DEAD_LETTER, Script, evaluate, pairs
@@ -158,6 +159,8 @@ class Forwarder:
             await self._finish(entry_id)
             return
         message_id, order = fields.get("message_id", ""), fields.get("order_id", "?")
+        trace = tracing.parse(fields.get("traceparent"))
+        said = {"order_id": order, "trace_id": trace.trace_id if trace else ""}
         try:
             body = fields["body"].encode()
             path = str(self.store.path.render(Message(body=json.loads(body)).context()))
@@ -174,6 +177,8 @@ class Forwarder:
             attempt = await self.redis.hincrby(self.attempts, entry_id, 1)
             headers = {"Content-Type": "application/json", "Idempotency-Key": message_id,
                        "X-Shop-Attempt": str(attempt), **self.store.headers}
+            if trace:  # the receiver may go on with the order's trace
+                headers["traceparent"] = trace.traceparent
             if self.store.sign:
                 headers[self.store.sign.header] = signing.sign(self.store.sign.secret, body)
             try:
@@ -183,16 +188,18 @@ class Forwarder:
             else:
                 if 200 <= status < 300:
                     await self._finish(entry_id)
+                    DELIVERIES.labels(self.name, "delivered").inc()
                     log.info("%-12s order=%s delivered %s to %s (attempt %d)", self.name, order,
-                             message_id, self.store.endpoint, attempt)
+                             message_id, self.store.endpoint, attempt, extra=said)
                     return
                 error, answered = f"{self.store.endpoint} answered {status}", True
             if attempt >= self.store.max_attempts:
                 await self._park(entry_id, fields, f"{error}; gave up after {attempt} attempt(s)",
                                  attempt)
                 return
+            DELIVERIES.labels(self.name, "failed").inc()
             log.warning("%-12s order=%s delivery %s attempt %d of %d failed: %s", self.name,
-                        order, message_id, attempt, self.store.max_attempts, error)
+                        order, message_id, attempt, self.store.max_attempts, error, extra=said)
             if answered:
                 await _pause(stopping, wait)
                 wait = min(wait * self.store.backoff.factor, self.store.backoff.max_s)
@@ -211,9 +218,13 @@ class Forwarder:
         await evaluate(self.redis, DEAD_LETTER, [self.stream, dead(self.stream)],
                        [FORWARDER_GROUP, entry_id, *pairs(letter.to_fields(SHOP.subject))])
         await self.redis.hdel(self.attempts, entry_id)
+        DELIVERIES.labels(self.name, "parked").inc()
+        trace = tracing.parse(fields.get("traceparent"))
         log.warning("%-12s order=%s %s parked in %s: %s", self.name,
                     fields.get("order_id", "?"), fields.get("message_id", entry_id),
-                    dead(self.stream), reason)
+                    dead(self.stream), reason,
+                    extra={"order_id": fields.get("order_id", "?"),
+                           "trace_id": trace.trace_id if trace else ""})
 
     async def _maintain(self) -> None:
         """Trim what was delivered, past the retention, now and then."""

@@ -30,7 +30,7 @@ from gateway.subscriptions import Subscriber
 from order_api.server import GuardedHttpTools
 from shop import keys
 from shop.topology import FORWARDER_GROUP, SHOP
-from streams import logs, retention
+from streams import logs, metrics, retention, tracing
 from streams.connection import connect_async, redacted
 from streams.envelope import new_id
 from streams.nodes import TRANSIENT
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     settings = WorkerSettings()
     logs.configure(settings.log_format, settings.log_level)
+    tracing.configure("gateway")
     for chatty in ("httpx", "httpx2"):  # a line per request sent: ours say more
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a port taken, most likely
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
+    finally:
+        tracing.shutdown()
     return 0
 
 
@@ -106,7 +109,9 @@ async def serve(config: GatewayConfig, settings: WorkerSettings) -> None:
                                       access_log=False, lifespan="off"))
         for name, proxy in config.proxies.items()]
     loop = asyncio.get_running_loop()
-    subscribers = [Subscriber(name, s, runtime, client, settings, loop)
+    measured = settings.metrics and metrics.serve(settings.metrics_port, settings.metrics_host,
+                                                  "gateway")
+    subscribers = [Subscriber(name, s, runtime, client, settings, loop, measured)
                    for name, s in config.subscriptions.items()]
     owner = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
     trim = _trimmer(client, topology, settings.stream_retention_s)

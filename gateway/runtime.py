@@ -18,6 +18,7 @@ from gateway.message import Fault, Message
 from gateway.steps import run_steps
 from shop import keys
 from shop.topology import STORE_PREFIX
+from streams import tracing
 from streams.envelope import new_id, utc_now
 from streams.scripts import Script, evaluate
 from streams.topology import Topology
@@ -130,5 +131,7 @@ class Runtime:
 def stored_fields(body: Any, key: str, message_id: str) -> dict[str, str]:
     """A stored message as stream fields: its id (the ``Idempotency-Key`` of
     every delivery of it), its key (the order), when, and its JSON."""
+    hop = tracing.current()
     return {"message_id": message_id, "order_id": key, "stored_at": utc_now(),
-            "body": json.dumps(body, separators=(",", ":"), default=str)}
+            "body": json.dumps(body, separators=(",", ":"), default=str),
+            "traceparent": hop.traceparent if hop else ""}

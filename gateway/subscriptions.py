@@ -30,7 +30,7 @@ from gateway.runtime import STORING, Runtime, store_stream
 from gateway.steps import run_steps
 from shop import keys
 from shop.topology import SHOP
-from streams import middleware
+from streams import metrics, middleware, tracing
 from streams.consumer import Consumer
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
 from streams.envelope import Envelope, utc_now
@@ -42,7 +42,8 @@ from streams.settings import WorkerSettings
 # longer pending (another consumer claimed and stored it meanwhile) stores
 # nothing, and neither does a message id the store took in the last day.
 # K: per message, its store stream and that stream's seen ids (in the event's
-# slot). A: per message, its message_id, order_id, stored_at and body.
+# slot). A: per message, its message_id, order_id, stored_at, body and traceparent
+# (the event's hop: its deliveries are in the order's trace).
 STORE = Step(
     "gateway_store",
     """
@@ -52,10 +53,10 @@ end
 local now = tonumber(redis.call('TIME')[1])
 local stored = 0
 for i = 1, #K / 2 do
-  local stream, seen, a = K[2 * i - 1], K[2 * i], (i - 1) * 4
+  local stream, seen, a = K[2 * i - 1], K[2 * i], (i - 1) * 5
   if redis.call('ZADD', seen, 'NX', now, A[a + 1]) == 1 then
     redis.call('XADD', stream, '*', 'message_id', A[a + 1], 'order_id', A[a + 2],
-               'stored_at', A[a + 3], 'body', A[a + 4])
+               'stored_at', A[a + 3], 'body', A[a + 4], 'traceparent', A[a + 5])
     stored = stored + 1
   end
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - 86400)
@@ -98,7 +99,8 @@ class Subscriber:
     sequences run on ``loop``."""
 
     def __init__(self, name: str, subscription: Subscription, runtime: Runtime, client: Any,
-                 settings: WorkerSettings, loop: asyncio.AbstractEventLoop) -> None:
+                 settings: WorkerSettings, loop: asyncio.AbstractEventLoop,
+                 measured: bool = False) -> None:
         self.name, self.subscription, self.runtime, self.loop = name, subscription, runtime, loop
         self.consumer = Consumer(
             client, runtime.topology, group_of(name),
@@ -106,7 +108,8 @@ class Subscriber:
             name=settings.worker_name, batch_size=settings.worker_batch_size,
             block_ms=settings.worker_block_ms, max_deliveries=settings.worker_max_deliveries,
             retry_after_s=settings.worker_retry_after_s,
-            claim_idle_ms=settings.worker_claim_idle_ms, middleware=middleware.DEFAULT,
+            claim_idle_ms=settings.worker_claim_idle_ms,
+            middleware=(*middleware.DEFAULT, metrics.count) if measured else middleware.DEFAULT,
             wait_replicas=settings.wait_replicas, wait_ms=settings.redis_wait_ms,
             poll_ms=settings.worker_poll_ms)
 
@@ -133,12 +136,13 @@ class Subscriber:
         tag = event.tag if isinstance(event, Envelope) else SHOP.split(event.stream)[1]
         seen: Counter[str] = Counter()
         streams, args = [], []
+        hop = context.traceparent if (context := tracing.current()) else ""
         for store, body, key in noted:
             seen[store] += 1
             message_id = message.request["id"] + (f"-{seen[store]}" if seen[store] > 1 else "")
             streams += [store_stream(store, tag), keys.store_seen(store_stream(store, tag))]
             args += [message_id, key, utc_now(),
-                     json.dumps(body, separators=(",", ":"), default=str)]
+                     json.dumps(body, separators=(",", ":"), default=str), hop]
         where = ", ".join(dict.fromkeys(store for store, _, _ in noted))
         return Apply(STORE, streams, args, describe=lambda result: _described(result, where))
 

@@ -15,16 +15,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from order_api import answers, catalog, models, openapi
+from dashboard import routes as dashboard
+from order_api import answers, catalog, metrics, models, openapi
 from order_api.deps import known_query
 from order_api.guard import RequestGuard
 from order_api.routes import customers, health, me, ops, orders, products
 from order_api.server import run_server
 from order_api.settings import ApiSettings
 from shop.topology import SHOP
-from streams import logs
+from streams import logs, tracing
 from streams.autopipeline import AutoPipeline
 from streams.connection import connect_async
 from streams.topology import check_partitions_async
@@ -83,11 +85,14 @@ def create_app(settings: ApiSettings, client: redis.asyncio.Redis | None = None)
             CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Location", "Idempotent-Replayed", "Retry-After"],
+            expose_headers=["Location", "Idempotent-Replayed", "Retry-After", "traceresponse"],
         )
     app.router.routes.extend(orders.HOT_ROUTES)  # first: matched before anything else
+    if settings.metrics:
+        app.router.routes.append(Route("/metrics", metrics.scrape, methods=["GET"],
+                                       include_in_schema=False))
     for router in (orders.router, products.router, customers.router, ops.router, me.router,
-                   health.router):
+                   health.router, dashboard.router):
         app.include_router(router)
     answers.install(app)
     openapi.document(app)
@@ -144,14 +149,20 @@ class HotPath:
 
 
 def asgi(app: FastAPI) -> ASGIApp:
-    """The app as it is served: the request guard (Host, JSON bodies) in front of
-    the hot path in front of FastAPI. Tests wrap their app in it too."""
+    """The app as it is served: the orders' count (with metrics on) in front of
+    the request guard (Host, JSON bodies) in front of the hot path in front of
+    FastAPI. Tests wrap their app in it too."""
     settings = app.state.settings
-    return RequestGuard(HotPath(app), settings.trusted_hosts, settings.api_max_body_bytes)
+    served = RequestGuard(HotPath(app), settings.trusted_hosts, settings.api_max_body_bytes)
+    return metrics.CountOrders(served) if settings.metrics else served
 
 
 def main() -> int:
     settings = ApiSettings()
     logs.configure(settings.log_format, settings.log_level)
-    run_server(asgi(create_app(settings)), settings)
+    tracing.configure("order-api")
+    try:
+        run_server(asgi(create_app(settings)), settings)
+    finally:
+        tracing.shutdown()
     return 0

@@ -32,6 +32,7 @@ async def streams(r: redis.asyncio.Redis, topology: Topology) -> list[StreamHeal
         found.append(StreamHealth(
             name=stream,
             length=info["length"],
+            entries_added=info.get("entries-added", info["length"]),
             last_id=info["last-generated-id"],
             groups=[
                 GroupHealth(name=g["name"], consumers=g["consumers"], pending=g["pending"],

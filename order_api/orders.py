@@ -53,7 +53,8 @@ def _create(subject: str) -> Script:
 -- history entry and its indexes: one round trip, all or nothing, in one slot.
 -- KEYS: order, history, the partition's orders, the customer's orders, the partition's
 --       pending orders, orders.created, customer, [the Idempotency-Key's record]
--- ARGV: the event's header (5: event id, order id, occurred at, causation, version),
+-- ARGV: the event's header (6: event id, order id, occurred at, causation, version,
+--       traceparent),
 --       created ms, body digest, key ttl, customer id, lines (JSON), total, event data
 -- This very request, sent again after a dropped connection or an unconfirmed
 -- write: it was placed. Each such answer writes (the same value again), so that a
@@ -66,14 +67,14 @@ if #KEYS == 8 then
   local prior = redis.call('HMGET', KEYS[8], 'order_id', 'digest')
   if prior[1] then
     redis.call('HSET', KEYS[8], 'order_id', prior[1])
-    return {prior[2] == ARGV[7] and 'replayed' or 'mismatch', prior[1]}
+    return {prior[2] == ARGV[8] and 'replayed' or 'mismatch', prior[1]}
   end
 end
 if redis.call('EXISTS', KEYS[7]) == 0 then return {'unknown_customer'} end
-local id, at, created_ms = ARGV[2], ARGV[3], ARGV[6]
-local entry = publish(KEYS[6], 'order.created', ARGV[12])
-redis.call('HSET', KEYS[1], 'id', id, 'customer_id', ARGV[9], 'lines', ARGV[10],
-           'total_cents', ARGV[11], 'status', 'pending', 'reason', '',
+local id, at, created_ms = ARGV[2], ARGV[3], ARGV[7]
+local entry = publish(KEYS[6], 'order.created', ARGV[13])
+redis.call('HSET', KEYS[1], 'id', id, 'customer_id', ARGV[10], 'lines', ARGV[11],
+           'total_cents', ARGV[12], 'status', 'pending', 'reason', '',
            'created_at', at, 'updated_at', at, 'created_ms', created_ms)
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({
   event_id = ARGV[1], type = 'order.created', at = at, stream = KEYS[6], entry_id = entry}))
@@ -81,8 +82,8 @@ redis.call('ZADD', KEYS[3], created_ms, id)
 redis.call('ZADD', KEYS[4], created_ms, id)
 redis.call('ZADD', KEYS[5], created_ms, id)
 if #KEYS == 8 then
-  redis.call('HSET', KEYS[8], 'order_id', id, 'digest', ARGV[7])
-  redis.call('EXPIRE', KEYS[8], ARGV[8])
+  redis.call('HSET', KEYS[8], 'order_id', id, 'digest', ARGV[8])
+  redis.call('EXPIRE', KEYS[8], ARGV[9])
 end
 return {'created', entry}
 """)

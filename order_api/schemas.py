@@ -175,6 +175,7 @@ class GroupHealth(BaseModel):
 class StreamHealth(BaseModel):
     name: str
     length: int
+    entries_added: int = Field(description="Entries ever added (the length before trimming).")
     last_id: str
     groups: list[GroupHealth]
     dead_letters: int = Field(description="Entries in <name>.dead.")

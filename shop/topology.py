@@ -88,6 +88,17 @@ SHOP = Topology(
 )
 
 
+# Who writes each stream: the choreography's arrows (the dashboard draws them).
+WRITERS = {
+    ORDERS_CREATED: "api",
+    PAYMENTS_COMPLETED: PAYMENT_GROUP,
+    PAYMENTS_FAILED: PAYMENT_GROUP,
+    INVENTORY_RESERVED: INVENTORY_GROUP,
+    INVENTORY_REJECTED: INVENTORY_GROUP,
+    PAYMENTS_REFUNDED: PAYMENT_GROUP,
+}
+
+
 async def with_gateway_stores(client: Any, topology: Topology,
                               named: Iterable[str] = ()) -> Topology:
     """The shop's topology with the message stores the gateways registered

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -126,14 +127,60 @@ def main(argv: list[str] | None = None) -> int:
         "events", help="the streams as readable lines, oldest first, across every partition",
         description="Reads the streams wherever they are (every partition; on a cluster, "
         "every master): when, stream, entry id, type, order, data. With --order, one order's "
-        "events, found by id through its history.",
+        "events, found by id through its history. Colored on a terminal (NO_COLOR: not).",
     )
     events.add_argument("--order", metavar="ID", help="one order's events")
     events.add_argument("--stream", help="one stream, of every partition (orders.created) or "
                         "of one (orders.created{p3}); add .dead for its dead letters")
-    events.add_argument("--limit", type=int, default=50, help="the newest this many (50)")
+    events.add_argument("--limit", type=int, default=50,
+                        help="the newest this many (50; 0 with --follow: only new ones)")
+    events.add_argument("--follow", "-f", action="store_true",
+                        help="then new entries as they are added, until Ctrl-C")
+    events.add_argument("--json", action="store_true", help="one JSON object a line")
     events.add_argument("--redis-url", help="where Redis is: the server, or any node of a "
                         "cluster (REDIS_CLUSTER_URL, REDIS_URL)")
+
+    lag = commands.add_parser(
+        "lag", help="each consumer group's lag and pending, by stream and partition",
+        description="Lag: entries of a stream a group has not read yet. Pending: read and "
+        "not acknowledged (a worker is on them, or died holding them). Both near 0 when "
+        "the workers keep up.",
+    )
+    lag.add_argument("--json", action="store_true", help="one JSON object a line")
+    lag.add_argument("--redis-url", help="where Redis is (REDIS_CLUSTER_URL, REDIS_URL)")
+
+    order = commands.add_parser(
+        "order", help="place an order, or watch one to its final status, through the API",
+        description="No JSON to quote: the same words in bash and PowerShell. The token is "
+        "--token, else SHOP_TOKEN, else the demo token kept in DATA_DIR/tokens.",
+    )
+    order_actions = order.add_subparsers(dest="action", required=True)
+    through = argparse.ArgumentParser(add_help=False)
+    through.add_argument("--api-url", default=os.environ.get("SHOP_API_URL",
+                                                             "http://127.0.0.1:8000"),
+                         help="where the API is (SHOP_API_URL, http://127.0.0.1:8000)")
+    through.add_argument("--token", default=os.environ.get("SHOP_TOKEN"),
+                         help="a bearer token (SHOP_TOKEN)")
+    through.add_argument("--data-dir", type=Path,
+                         default=Path(os.environ.get("DATA_DIR", ".data")),
+                         help="where `shopctl up` keeps the demo tokens (DATA_DIR, .data)")
+    placing = order_actions.add_parser(
+        "place", parents=[through], help="place an order; prints its id",
+        description="Prints the new order's id alone on stdout, what it says of it on stderr.")
+    placing.add_argument("--customer", required=True, metavar="ID",
+                         help="whose order (their token: DATA_DIR/tokens/ID unless --token)")
+    placing.add_argument("lines", nargs="+", metavar="PRODUCT=QUANTITY",
+                         help="what to order: item1=2 item2=1")
+    placing.add_argument("--idempotency-key", metavar="KEY",
+                         help="send again with the same key: the same order, not a second")
+    placing.add_argument("--watch", action="store_true", help="then watch it to the end")
+    watching = order_actions.add_parser(
+        "watch", parents=[through], help="say each event of an order until it is final",
+        description="Exits 0 once the order's status is final (whichever), 1 if it is not "
+        "within --timeout.")
+    watching.add_argument("order_id", metavar="ID")
+    watching.add_argument("--timeout", type=float, default=60.0,
+                          help="give up after this many seconds (60)")
 
     play = commands.add_parser(
         "scenario", help="two scripted agents shop and keep stock through the MCP servers",
@@ -173,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_events(args))
         except ValueError as exc:
             parser.error(str(exc))
+        except KeyboardInterrupt:
+            return 0
+    if args.command == "lag":
+        return asyncio.run(_lag(args))
+    if args.command == "order":
+        return _order(args)
     if args.command == "dead":
         if args.action != "list" and bool(args.refs) == args.all:
             parser.error(f"dead {args.action}: name dead letters (REF ...) or give --all")
@@ -269,17 +322,91 @@ async def _events(args: argparse.Namespace) -> int:
     from shopctl import events
 
     async with _client(args.redis_url) as client:
-        topology = await stored_topology(client, SHOP)
+        topology = await with_gateway_stores(client, await stored_topology(client, SHOP),
+                                             [args.stream] if args.stream else [])
+        names = events.streams_of(topology, args.stream, args.order)
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR") and not args.json
+
+        def show(record: events.Entry) -> None:
+            print(events.as_json(record) if args.json else
+                  events.line(record, topology.subject, color), flush=True)
+
+        start = await events.newest_ids(client, names) if args.follow else {}
         if args.order:
-            found = await events.of_order(client, topology, args.order)
-            if not found:
+            found = [r for r in await events.of_order(client, topology, args.order)
+                     if r["stream"] in names]
+            if not found and not args.follow:
                 print(f"no order {args.order!r}", file=sys.stderr)
                 return 1
         else:
-            found = await events.newest(client, topology, args.stream, args.limit)
-        for text in found:
-            print(text)
+            found = await events.newest(client, topology, names, args.limit)
+        shown = {(r["stream"], r["entry_id"]) for r in found}
+        for record in found:
+            show(record)
+        if args.follow:
+            await events.follow(
+                client, topology, names, start, show,
+                keep=lambda r: (r["stream"], r["entry_id"]) not in shown
+                and (not args.order or r[topology.subject] == args.order))
         return 0
+
+
+async def _lag(args: argparse.Namespace) -> int:
+    from order_api import ops
+
+    async with _client(args.redis_url) as client:
+        topology = await with_gateway_stores(client, await stored_topology(client, SHOP))
+        health = await ops.streams(client, topology)
+    rows = []
+    for stream in health:
+        base, tag = topology.split(stream.name)
+        for group in stream.groups:
+            rows.append({"stream": base, "partition": tag.strip("{}") or "-",
+                         "group": group.name, "lag": group.lag, "pending": group.pending,
+                         "consumers": group.consumers, "dead_letters": stream.dead_letters})
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, separators=(",", ":")))
+        return 0
+    print(f"{'STREAM':<24} {'PART':<5} {'GROUP':<22} {'LAG':>7} {'PENDING':>8} "
+          f"{'CONSUMERS':>9} {'DEAD':>6}")
+    for row in rows:
+        lagging = "?" if row["lag"] is None else row["lag"]
+        print(f"{row['stream']:<24} {row['partition']:<5} {row['group']:<22} {lagging:>7} "
+              f"{row['pending']:>8} {row['consumers']:>9} {row['dead_letters']:>6}")
+    behind = sum(1 for row in rows if row["lag"] or row["pending"])
+    print(f"{len(rows)} group(s) on {len(health)} stream(s); {behind} with lag or pending "
+          "(lag ? : unknown after a deletion in the stream)", file=sys.stderr)
+    return 0
+
+
+def _order(args: argparse.Namespace) -> int:
+    from shopctl import orders
+
+    api = args.api_url.rstrip("/")
+    try:
+        if args.action == "place":
+            lines = orders.parse_lines(args.lines)
+            token = orders.token_for(args.token, args.data_dir, args.customer)
+            placed = orders.place(api, token, lines, args.idempotency_key)
+            orders.err(orders.describe(placed))
+            print(placed["id"], flush=True)
+            if not args.watch:
+                return 0
+            order_id = placed["id"]
+            token = orders.token_for(args.token, args.data_dir, args.customer)
+            timeout = 60.0
+        else:
+            order_id, timeout = args.order_id, args.timeout
+            token = orders.token_for(args.token, args.data_dir, "operator")
+        orders.watch(api, token, order_id, orders.err if args.action == "place" else print,
+                     timeout_s=timeout)
+        return 0
+    except orders.OrderError as exc:
+        print(f"shopctl order {args.action}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 async def _dead(args: argparse.Namespace) -> int:

@@ -82,6 +82,7 @@ class Launcher:
         self.cluster: LocalCluster | None = None
         self.gateway: Any = None  # the gateway's configuration, once checked
         self.children: list[Child] = []
+        self.metrics_ports: dict[str, int] = {}  # each worker's, as given
         self.lock = DataLock(settings.data_dir.resolve())
 
     @property
@@ -194,16 +195,16 @@ class Launcher:
         else:
             env["REDIS_URL"] = self.redis_url
             env.pop("REDIS_CLUSTER_URL", None)
+        env.pop("METRICS_PORT", None)  # the launcher's: each child is given its own
         self._spawn("api", "order_api", env)
         for i in range(1, s.projectors + 1):
             name = "projector" if s.projectors == 1 else f"projector-{i}"
-            self._spawn(name, "status_projector", env | {"WORKER_NAME": name})
+            self._spawn(name, "status_projector", env | self._worker_env(name))
         for i in range(1, s.payment_workers + 1):
-            self._spawn(f"payment-{i}", "payment_worker", env | {"WORKER_NAME": f"payment-{i}"})
+            self._spawn(f"payment-{i}", "payment_worker", env | self._worker_env(f"payment-{i}"))
         for i in range(1, s.inventory_workers + 1):
-            self._spawn(
-                f"inventory-{i}", "inventory_worker", env | {"WORKER_NAME": f"inventory-{i}"}
-            )
+            self._spawn(f"inventory-{i}", "inventory_worker",
+                        env | self._worker_env(f"inventory-{i}"))
         self._wait_for_api()
         if self.stop_requested:  # Ctrl-C while starting
             return
@@ -229,8 +230,22 @@ class Launcher:
             self.start_gateway(env, found)
         redis_at = (f"Redis Cluster at {redacted(self.redis_url)} ({self.partitions} "
                     "partitions)" if self.on_cluster else f"Redis at {redacted(self.redis_url)}")
-        self.say("shopctl", f"ready: API on {self.api_url} (docs at {self.api_url}/docs), "
+        if self.metrics_ports:
+            self.say("shopctl", f"metrics: {self.api_url}/metrics, and "
+                     + ", ".join(f"{name} :{port}" for name, port in self.metrics_ports.items())
+                     + " (/metrics on each)")
+        self.say("shopctl", f"ready: API on {self.api_url} (docs at {self.api_url}/docs, "
+                            f"live dashboard at {self.api_url}/dashboard), "
                             f"{redis_at}. Ctrl-C stops everything.")
+
+    def _worker_env(self, name: str) -> dict[str, str]:
+        """A worker's name, and its own metrics port (the next one in turn)."""
+        env = {"WORKER_NAME": name}
+        if self.settings.metrics_port:
+            port = self.metrics_ports.setdefault(
+                name, self.settings.metrics_port + len(self.metrics_ports))
+            env["METRICS_PORT"] = str(port)
+        return env
 
     def check_gateway(self) -> None:
         """The gateway's configuration, checked before anything starts: its
@@ -269,7 +284,7 @@ class Launcher:
             raise RuntimeError(f"the gateway cannot start: {exc} (the launcher gives it "
                                f"{', '.join(given)}; the demo data, and its tokens, give more)"
                                ) from None
-        self._spawn("gateway", "gateway", env | given | {"WORKER_NAME": "gateway"},
+        self._spawn("gateway", "gateway", env | given | self._worker_env("gateway"),
                     ["--config", self.settings.gateway])
         self._wait_for_gateway()
         proxies = ", ".join(f"{name} on http://{p.listen}"

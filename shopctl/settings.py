@@ -40,6 +40,10 @@ class LauncherSettings(BaseSettings):
     payment_workers: int = Field(1, ge=1, le=16)
     inventory_workers: int = Field(1, ge=1, le=16)
     projectors: int = Field(1, ge=1, le=16)
+    metrics_port: int = Field(
+        9100, ge=0, le=65535 - 64,
+        description="First port of the workers' Prometheus metrics, one port each in turn "
+        "(METRICS_PORT; 0: none). The API's are at /metrics on its own port.")
     demo_data: bool = Field(True, description="Load the demo catalog and customers on start.")
     gateway: str | None = Field(
         None, description="Also run a mediation gateway with this configuration (a file, or a "

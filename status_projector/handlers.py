@@ -14,6 +14,7 @@ from shop import keys
 from shop.events import InventoryRejected, PaymentFailed, PaymentRefunded
 from shop.statuses import DONE_RANK, STATUSES, lua_ranks
 from shop.topology import ORDER_STATUS_GROUP, SHOP
+from status_projector.metrics import settle_time
 from streams.consumer import Handler
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
 from streams.envelope import Envelope, utc_stamp
@@ -48,7 +49,8 @@ if RANK[new] > RANK[current] then
              'updated_ms', A[8])
   redis.call('ZREM', INDEX[current], A[7])
   redis.call('ZADD', INDEX[new], created_ms, A[7])
-  return {{'moved', current, new}}
+  -- and how long the order took to get here from its POST, in ms
+  return {{'moved', current, new, tonumber(A[8]) - tonumber(created_ms)}}
 end
 if new == current and RANK[new] < {DONE_RANK} and A[5] ~= '' then
   redis.call('HSET', K[1], 'reason', A[5], 'updated_at', A[6])
@@ -132,7 +134,7 @@ def fail(dead: DeadLetter) -> Outcome:
 
 def describe(result: list) -> str:
     match result:
-        case ["moved", current, new]:
+        case ["moved", current, new, *_]:
             return f"status {current} → {new}"
         case ["noted", current, reason]:
             return f"status stays {current}: {reason}"
@@ -149,4 +151,4 @@ HANDLERS: dict[str, Handler] = {
     DEAD_LETTER_TYPE: fail,
 }
 
-WORKER = Registration(SHOP, ORDER_STATUS_GROUP, HANDLERS)
+WORKER = Registration(SHOP, ORDER_STATUS_GROUP, HANDLERS, metrics=(settle_time,))

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from streams import tracing
 from streams.deadletter import DeadLetter
 from streams.delivery import Delivery, reject
 from streams.nodes import Nodes
@@ -93,7 +94,8 @@ class Committer:
                     delivery.error = failed
                     continue
                 try:
-                    delivery.outcome = delivery.outcome.then(got)  # type: ignore[union-attr]
+                    with tracing.within(delivery.span.context if delivery.span else None):
+                        delivery.outcome = delivery.outcome.then(got)  # type: ignore[union-attr]
                 except Exception as exc:  # the handler's own bug: retried, then dead-lettered
                     delivery.error = exc
         return rounds

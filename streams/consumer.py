@@ -36,6 +36,7 @@ after a backoff, and returns: the deterministic mode for tests.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -45,7 +46,7 @@ from typing import Any
 
 import redis
 
-from streams import recovery, retention
+from streams import recovery, retention, tracing
 from streams.commit import Committer
 from streams.deadletter import DEAD_LETTER_TYPE, DeadLetter
 from streams.delivery import Delivery, Middleware, reject
@@ -290,9 +291,12 @@ class Consumer:
         )
         for delivery in batch:
             self._decide(delivery, errors)
+        decided = time.perf_counter()
         self.committer.commit(batch)
+        committed = time.perf_counter() - decided
         failed = []
         for delivery in batch:
+            delivery.commit_s = committed
             if delivery.error is None:
                 continue
             if is_transient(delivery.error):  # not the handler's fault: wait for its node
@@ -311,6 +315,9 @@ class Consumer:
                     pass
                 except Exception:  # the outcome is committed; a hook must not stop the worker
                     log.exception("%s: middleware failed after %s", self.group, delivery.entry_id)
+            if delivery.span is not None and delivery.span.recording is not None:
+                delivery.span.end({"outcome": type(delivery.outcome).__name__.lower()},
+                                  delivery.error)
 
     def _remember_failures(self, failed: list[Delivery]) -> None:
         """Keep each error in Redis, for whichever consumer gives up on the
@@ -323,7 +330,28 @@ class Consumer:
         except redis.RedisError as exc:  # the message stays pending and is retried anyway
             log.warning("%s: could not record %d error(s): %s", self.group, len(failed), exc)
 
+    def _trace(self, delivery: Delivery) -> None:
+        """This hop of the message's trace: after the hop that wrote it (its
+        ``traceparent``; a dead letter's is its original's)."""
+        fields = delivery.fields
+        parent = fields.get("traceparent")
+        if parent is None and "original" in fields and is_dead(delivery.stream):
+            try:
+                parent = json.loads(fields["original"]).get("traceparent")
+            except (ValueError, AttributeError):
+                parent = None
+        attributes = {}
+        if tracing.enabled():
+            attributes = {"messaging.system": "redis", "messaging.destination.name":
+                          delivery.stream, "messaging.consumer.group.name": self.group,
+                          "messaging.message.id": delivery.entry_id,
+                          f"{self._label}.id": delivery.subject,
+                          "messaging.delivery.count": delivery.deliveries}
+        delivery.span = tracing.start(f"{self.group} {fields.get('type', '?')}",
+                                      tracing.parse(parent), attributes)
+
     def _decide(self, delivery: Delivery, errors: Mapping[tuple[str, str], str]) -> None:
+        self._trace(delivery)
         for middleware in self.middleware:
             hook = middleware(delivery)
             next(hook)
@@ -355,7 +383,10 @@ class Consumer:
         except MalformedEntry as exc:
             delivery.outcome = reject(delivery, str(exc))
             return
+        started = time.perf_counter()
         try:
-            delivery.outcome = handler(delivery.event)
+            with tracing.within(delivery.span.context):  # type: ignore[union-attr]
+                delivery.outcome = handler(delivery.event)
         except Exception as exc:  # retried, then dead-lettered; logged by middleware
             delivery.error = exc
+        delivery.handler_s = time.perf_counter() - started

@@ -6,6 +6,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams import tracing
 from streams.deadletter import DeadLetter
 from streams.envelope import Envelope
 from streams.outcomes import Ack, Outcome, Reject
@@ -30,7 +31,15 @@ class Delivery:
     retry_in_s: float = 0.0  # after an error: when the runner tries again
     waits: str | None = None  # after a node's failure: what it waits for
     elapsed_ms: float = 0.0
+    handler_s: float = 0.0  # the handler's own time to decide
+    commit_s: float = 0.0  # from the batch's decisions to its outcomes applied
+    span: tracing.Span | None = None  # this hop of the message's trace
     hooks: list[Generator[None, Delivery, None]] = field(default_factory=list)
+
+    @property
+    def trace_id(self) -> str:
+        return self.span.context.trace_id if self.span else ""
+
 
 # A middleware is a generator function: the code before its ``yield`` runs
 # before the handler, the code after it once the outcome is committed (or has

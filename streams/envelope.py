@@ -8,6 +8,7 @@ An entry is a set of string fields, readable in ``redis-cli XRANGE``::
     occurred_at   2026-11-21T05:01:02.123Z   UTC
     causation_id  8d1a...            the event that caused it ('' for the first)
     v             1                  schema version
+    traceparent   00-4bf9...-00f0...-01      W3C trace context: its trace, the hop that wrote it
     data          {"customer_id": ...}       JSON of the typed payload
 
 ``layout`` gives these names in order; Lua steps publish with the function
@@ -26,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from streams import tracing
 from streams.topology import Topology
 
 SCHEMA_VERSION = "1"
@@ -33,13 +35,22 @@ SCHEMA_VERSION = "1"
 
 def layout(subject: str) -> tuple[str, ...]:
     """The envelope's fields, in the order they are written."""
-    return ("type", "event_id", subject, "occurred_at", "causation_id", "v", "data")
+    return ("type", *header_fields(subject), "data")
+
+
+def header_fields(subject: str) -> tuple[str, ...]:
+    """The header's fields (``Header.as_args``), in the order they are written."""
+    return ("event_id", subject, "occurred_at", "causation_id", "v", "traceparent")
+
+
+# How many script arguments a header takes.
+HEADER_ARGS = len(header_fields(""))
 
 
 def lua_publish(subject: str, first_arg: int) -> str:
     """Lua: ``publish(stream, type, data)`` XADDs an envelope whose header is
     ``ARGV[first_arg ..]`` (``Header.as_args``), and returns the entry id."""
-    names = layout(subject)[1:6]
+    names = header_fields(subject)
     header = ", ".join(f"'{name}', ARGV[{first_arg + i}]" for i, name in enumerate(names))
     return f"""
 local header = {{{header}}}
@@ -95,14 +106,19 @@ class Header:
     occurred_at: str
     causation_id: str
     v: str = SCHEMA_VERSION
+    traceparent: str = ""  # '' on an event written before it was carried
 
     @classmethod
     def new(cls, subject: str, causation_id: str = "") -> Header:
-        return cls(new_id(), subject, utc_now(), causation_id)
+        """A header for an event published now, in the trace of the hop in hand
+        (``tracing.current()``; a new trace when there is none)."""
+        hop = tracing.current() or tracing.child(None)
+        return cls(new_id(), subject, utc_now(), causation_id, SCHEMA_VERSION, hop.traceparent)
 
     def as_args(self) -> list[str]:
-        """The header as script arguments, in the order of ``layout``."""
-        return [self.event_id, self.subject, self.occurred_at, self.causation_id, self.v]
+        """The header as script arguments, in the order of ``header_fields``."""
+        return [self.event_id, self.subject, self.occurred_at, self.causation_id, self.v,
+                self.traceparent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +154,13 @@ class Envelope:
     def parse(cls, fields: dict[str, str], topology: Topology, tag: str = "") -> Envelope:
         """Parse the fields of a stream entry, or raise ``MalformedEntry``."""
         names = layout(topology.subject)
-        # causation_id is present but empty on the first event of a subject.
+        # causation_id is present but empty on the first event of a subject;
+        # traceparent is missing from events written before it was carried.
         missing = [
             name
             for name in names
-            if name not in fields or (not fields[name] and name != "causation_id")
+            if name != "traceparent"
+            and (name not in fields or (not fields[name] and name != "causation_id"))
         ]
         if missing:
             raise MalformedEntry(f"missing field(s): {', '.join(missing)}")
@@ -175,5 +193,5 @@ class Envelope:
                 f"{topology.tag_of(subject) or 'none'}, not {tag or 'none'}"
             )
         header = Header(fields["event_id"], subject, fields["occurred_at"],
-                        fields["causation_id"], fields["v"])
+                        fields["causation_id"], fields["v"], fields.get("traceparent", ""))
         return cls(event_type, header, payload, tag)

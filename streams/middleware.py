@@ -42,6 +42,7 @@ def log_outcome(delivery: Delivery) -> Generator[None, Delivery, None]:
         "stream": delivery.stream,
         "entry_id": delivery.entry_id,
         "elapsed_ms": round(delivery.elapsed_ms, 2),
+        "trace_id": delivery.trace_id,
     }
     if delivery.waits is not None:
         log.warning(

@@ -29,10 +29,10 @@ from typing import Any
 
 import redis
 
-from streams.envelope import lua_publish
+from streams.envelope import HEADER_ARGS, lua_publish
 
-# KEYS[1] is the input stream; ARGV[1..2] are the group and entry id;
-# ARGV[3..7] the header of the event the step may publish (``envelope.layout``).
+# KEYS[1] is the input stream; ARGV[1..2] are the group and entry id; then
+# the header of the event the step may publish (``envelope.header_fields``).
 _INPUT = """
 local input, group, entry_id = KEYS[1], ARGV[1], ARGV[2]
 local K, A = {}, {}
@@ -80,7 +80,9 @@ class Step:
 @functools.cache
 def _rendered(step: Step, subject: str) -> Script:
     if step.publishes:
-        args = "for i = 8, #ARGV do A[i - 7] = ARGV[i] end\n" + lua_publish(subject, 3)
+        first = 3 + HEADER_ARGS  # the step's own arguments come after the header's
+        args = (f"for i = {first}, #ARGV do A[i - {first - 1}] = ARGV[i] end\n"
+                + lua_publish(subject, 3))
     else:  # a step that publishes nothing is called without the header's arguments
         args = "for i = 3, #ARGV do A[i - 2] = ARGV[i] end\n"
     return Script(step.name, _INPUT + args + _GUARD + step.body + _EPILOGUE)

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         "text", description="text: one readable line per event; json: one JSON object per line."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics: bool = Field(
+        True, description="Count what happens for Prometheus: the API's /metrics, each worker's "
+        "METRICS_PORT (METRICS=false: nothing counted, nothing served).",
+    )
     partitions: int = Field(
         1, ge=1, le=1024,
         description="How many partitions each stream is split into (PARTITIONS); fixed "
@@ -91,6 +95,15 @@ class WorkerSettings(Settings):
         50, ge=1, le=1000,
         description="On a cluster, where reads cannot block across slots: the longest an "
         "idle worker waits between polls; busy, it waits far less (WORKER_POLL_MS).",
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Serve this process's Prometheus metrics on this port (METRICS_PORT; "
+        "unset or 0: not served). `shopctl up` gives each process its own.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Where the metrics port listens (METRICS_HOST; 0.0.0.0 in "
+        "a container).",
     )
     stream_retention_s: float = Field(
         3600, ge=0,

@@ -7,15 +7,16 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from streams import logs, middleware, recovery
+from streams import logs, metrics, middleware, recovery, tracing
 from streams.connection import connect, redacted
 from streams.consumer import Consumer, Handler
+from streams.delivery import Middleware
 from streams.nodes import TRANSIENT
 from streams.settings import WorkerSettings
 from streams.topology import Topology
@@ -30,6 +31,9 @@ class Registration:
     topology: Topology
     group: str
     handlers: Mapping[str, Handler]
+    # What this worker adds to the runner's middleware when its metrics are on
+    # (the projector's time from an order's POST to its final status).
+    metrics: Sequence[Middleware] = ()
 
     def consumer(self, client: redis.Redis, partitions: int = 1, **options: Any) -> Consumer:
         """The runner for this worker, with ``partitions`` (options: ``Consumer``'s)."""
@@ -41,7 +45,10 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
     """Run a consumer of the worker's group until SIGTERM or SIGINT; finish the
     batch, exit 0."""
     logs.configure(settings.log_format, settings.log_level)
+    tracing.configure(worker.group)
     group = worker.group
+    measured = settings.metrics and metrics.serve(settings.metrics_port, settings.metrics_host,
+                                                  settings.worker_name or group)
     consumer: Consumer | None = None
     stopping = False
 
@@ -68,7 +75,8 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
         retry_after_s=settings.worker_retry_after_s,
         claim_idle_ms=settings.worker_claim_idle_ms,
         retention_s=settings.stream_retention_s,
-        middleware=middleware.DEFAULT,
+        middleware=(*middleware.DEFAULT, metrics.count, *worker.metrics) if measured
+        else middleware.DEFAULT,
         wait_replicas=settings.wait_replicas,
         wait_ms=settings.redis_wait_ms,
         poll_ms=settings.worker_poll_ms,
@@ -83,6 +91,7 @@ def serve(worker: Registration, settings: WorkerSettings) -> int:
     if not stopping:
         consumer.run()
     client.close()
+    tracing.shutdown()
     log.info("%s: consumer %s stopped", group, consumer.name)
     return 0
 

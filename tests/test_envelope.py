@@ -27,7 +27,7 @@ def test_an_envelope_survives_the_round_trip_through_flat_string_fields() -> Non
     event = order_created()
     fields = event.to_fields(SHOP)
     assert list(fields) == ["type", "event_id", "order_id", "occurred_at", "causation_id", "v",
-                            "data"]
+                            "traceparent", "data"]
     assert all(isinstance(v, str) for v in fields.values())
     assert fields["type"] == "order.created" and fields["v"] == "1"
     assert fields["occurred_at"].endswith("Z")

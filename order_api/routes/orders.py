@@ -13,6 +13,7 @@ from order_api.auth import Caller, authenticate, orderer, own_customer
 from order_api.deps import PathId, RedisDep, TopologyDep, refuse_unknown
 from order_api.errors import NotFound, Unprocessable
 from order_api.schemas import Id, OrderIn, OrderOut, OrderPage, OrderStatus, answers
+from streams import tracing
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -44,11 +45,21 @@ async def place_order(request: Request) -> Response:
                             "characters (no spaces)")
     app = request.app
     customer_id = orderer(principal, body.customer_id)
-    order, replayed = await orders.place(app.state.redis, app.state.topology, body,
-                                         customer_id, key,
-                                         app.state.settings.idempotency_ttl_s,
-                                         batched=app.state.intake)
-    headers = {"Location": f"/orders/{order.id}"}
+    # The order's trace starts here, or goes on from the caller's traceparent.
+    hop = tracing.start("POST /orders", tracing.parse(request.headers.get("traceparent")),
+                        {"http.request.method": "POST", "http.route": "/orders"}
+                        if tracing.enabled() else {}, kind="SERVER")
+    try:
+        with tracing.within(hop.context):
+            order, replayed = await orders.place(app.state.redis, app.state.topology, body,
+                                                 customer_id, key,
+                                                 app.state.settings.idempotency_ttl_s,
+                                                 batched=app.state.intake)
+    except Exception as exc:
+        hop.end(error=exc)
+        raise
+    hop.end({"order.id": order.id, "http.response.status_code": 202})
+    headers = {"Location": f"/orders/{order.id}", "traceresponse": hop.context.traceparent}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return Response(order.model_dump_json(), status.HTTP_202_ACCEPTED, headers,
