@@ -18,7 +18,6 @@ from fastapi.responses import FileResponse, StreamingResponse
 from dashboard.snapshot import Board
 from order_api.auth import operator
 from order_api.errors import NotFound
-from order_api.schemas import answers
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,8 @@ async def static(name: str) -> FileResponse:
                         headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/events", dependencies=[Depends(operator)], responses=answers(401, 403),
-            response_class=StreamingResponse)
+# Not in the OpenAPI document: an endless stream is no request-and-answer.
+@router.get("/events", dependencies=[Depends(operator)], include_in_schema=False)
 async def events(request: Request) -> StreamingResponse:
     """The dashboard's data as server-sent events: a ``snapshot`` a second
     (the flow, orders by status, recent orders, dead letters, endpoints), or a

@@ -3,7 +3,8 @@ per interval however many pages watch, and shared by them.
 
 - the flow: each stream (its partitions added up) with who writes it, its
   rate (entries added a second since the last snapshot), length and dead
-  letters, and each group reading it with its lag and pending;
+  letters, and each group reading it (the flow's, then any other, such as a
+  gateway's subscription) with its lag and pending;
 - orders per status over the last minutes: the orders created in each
   10-second bucket, by the status they have now (each status's index is
   scored by creation time: a ZCOUNT a bucket, no state kept in the API);
@@ -100,7 +101,10 @@ class Board:
                                           / elapsed, 1)
         self._added = (now, added)
         for row in by_name.values():
-            readers = topology.readers_of(row["name"])
+            # The flow's readers, in its order (each shown, even before it exists), then
+            # any other group reading the stream (a gateway's subscription).
+            readers = [*topology.readers_of(row["name"]),
+                       *sorted(set(row["groups"]) - set(topology.readers_of(row["name"])))]
             row["groups"] = [row["groups"].get(g, {"name": g, "lag": 0, "pending": 0,
                                                    "consumers": 0}) for g in readers]
         return list(by_name.values())

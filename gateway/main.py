@@ -67,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = WorkerSettings()
     logs.configure(settings.log_format, settings.log_level)
     tracing.configure("gateway")
+    measured = settings.metrics and metrics.serve(settings.metrics_port, settings.metrics_host,
+                                                  "gateway")
     for chatty in ("httpx", "httpx2"):  # a line per request sent: ours say more
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
-        asyncio.run(serve(config, settings))
+        asyncio.run(serve(config, settings, measured))
     except OSError as exc:  # a port taken, most likely
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
@@ -88,7 +90,7 @@ def summary(config: GatewayConfig) -> str:
     return "; ".join(parts) or "nothing to run"
 
 
-async def serve(config: GatewayConfig, settings: WorkerSettings) -> None:
+async def serve(config: GatewayConfig, settings: WorkerSettings, measured: bool = False) -> None:
     topology = SHOP.with_partitions(settings.partitions)
     forwarding = [(name, store, tag) for name, store in config.stores.items()
                   for tag in topology.tags()]
@@ -109,8 +111,6 @@ async def serve(config: GatewayConfig, settings: WorkerSettings) -> None:
                                       access_log=False, lifespan="off"))
         for name, proxy in config.proxies.items()]
     loop = asyncio.get_running_loop()
-    measured = settings.metrics and metrics.serve(settings.metrics_port, settings.metrics_host,
-                                                  "gateway")
     subscribers = [Subscriber(name, s, runtime, client, settings, loop, measured)
                    for name, s in config.subscriptions.items()]
     owner = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"

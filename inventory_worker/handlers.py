@@ -127,7 +127,8 @@ class _Reservation:
     def checked(self, answer: list[str]) -> Outcome:
         match answer:
             case ["decided", decided]:
-                return Ack(f"already {decided}: duplicate delivery, nothing changed")
+                return Ack(f"already {decided}: duplicate delivery, nothing changed",
+                           duplicate=True)
             case ["no_order"]:
                 return Reject("order does not exist; no stock taken")
         return self.take(0)

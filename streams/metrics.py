@@ -68,7 +68,9 @@ def outcome_of(delivery: Delivery) -> str:
         result = delivery.result
         return "duplicate" if isinstance(result, list) and result[:1] == ["duplicate"] \
             else "applied"
-    return "acked" if isinstance(outcome, Ack) else "unknown"
+    if isinstance(outcome, Ack):
+        return "duplicate" if outcome.duplicate else "acked"
+    return "unknown"
 
 
 def type_of(delivery: Delivery) -> str:

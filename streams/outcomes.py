@@ -2,7 +2,8 @@
 
 - ``Apply``: run a Lua step (state change + outcome event) atomically with
   the acknowledgement;
-- ``Ack``: nothing to change, acknowledge (with a note for the log);
+- ``Ack``: nothing to change, acknowledge (with a note for the log; a
+  ``duplicate`` when the message had been handled before);
 - ``Reject``: the message can never succeed; move it to ``<stream>.dead``;
 - ``Chain``: sub-steps first, each an atomic script on keys of its own slot
   (another partition, a product), whose answers decide the next outcome;
@@ -48,6 +49,9 @@ class Apply:
 @dataclass(frozen=True, slots=True)
 class Ack:
     note: str
+    # Whether the message had been handled before (a second delivery): what
+    # the metrics call a duplicate, as a step answering 'duplicate' is.
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)

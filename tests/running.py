@@ -27,7 +27,8 @@ class Running:
             [sys.executable, "-m", "shopctl", "up", "--redis-port", str(redis_port),
              "--api-port", str(api_port), "--data-dir", str(data_dir), *options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=environ | {"NO_COLOR": "1"} | (env or {}),
+            # No metrics ports unless a test asks: another shop (yours) may hold 9100.
+            env=environ | {"NO_COLOR": "1", "METRICS_PORT": "0"} | (env or {}),
         )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
