@@ -12,6 +12,7 @@ COPY inventory_worker ./inventory_worker
 COPY shopctl ./shopctl
 COPY mcp_servers ./mcp_servers
 COPY gateway ./gateway
+COPY dashboard ./dashboard
 RUN pip install --no-cache-dir .
 # Each service of docker-compose.yml names its own command.
 CMD ["python", "-m", "order_api"]

@@ -323,11 +323,12 @@ def test_operators_see_streams_groups_and_dead_letters(
     assert list(streams) == ["orders.created", "payments.completed", "payments.failed",
                              "inventory.reserved", "inventory.rejected", "payments.refunded"]
     assert streams["orders.created"]["length"] == 2
+    assert streams["orders.created"]["entries_added"] == 2
     [group] = streams["orders.created"]["groups"]
     assert (group["name"], group["pending"], group["lag"]) == ("payment", 0, 2)
     assert streams["payments.completed"] == {
-        "name": "payments.completed", "length": 0, "last_id": "0-0", "groups": [],
-        "dead_letters": 0}
+        "name": "payments.completed", "length": 0, "entries_added": 0, "last_id": "0-0",
+        "groups": [], "dead_letters": 0}
     assert api.get("/ops/dead-letters").json() == []
     answer = api.post("/ops/dead-letters/replay", json={"refs": ["nowhere/1-0"]})
     assert answer.status_code == 422 and answer.json()["detail"].startswith(

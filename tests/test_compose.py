@@ -5,6 +5,8 @@ persists and is healthy before anything starts."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -21,7 +23,11 @@ REQUIRED = "${REDIS_PASSWORD:?set REDIS_PASSWORD in .env (see .env.example)}"
 PASSWORD_URL = f"redis://:{REQUIRED}@redis:6379/0"
 
 
-@pytest.mark.parametrize("name", [n for n in SERVICES if n != "redis"])
+# Ours: built from this repository (the others run an image as it is).
+OURS = [n for n in SERVICES if "build" in SERVICES[n]]
+
+
+@pytest.mark.parametrize("name", OURS)
 def test_every_service_command_points_at_code_that_exists(name: str) -> None:
     command = SERVICES[name]["command"]
     if command[:2] == ["python", "-m"]:
@@ -61,7 +67,7 @@ def test_workers_can_be_scaled(name: str) -> None:
 def test_the_image_copies_every_package_the_services_run() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     for package in ("access", "streams", "order_api", "payment_worker", "inventory_worker",
-                    "shopctl", "mcp_servers", "gateway"):
+                    "shopctl", "mcp_servers", "gateway", "dashboard"):
         assert f"COPY {package} ./{package}" in dockerfile
 
 
@@ -78,9 +84,8 @@ def test_redis_has_a_password_from_the_env_file_and_every_client_uses_it() -> No
     redis = SERVICES["redis"]
     assert redis["command"][-2:] == ["--requirepass", REQUIRED]
     assert redis["environment"]["REDISCLI_AUTH"] == REQUIRED  # the health check's redis-cli
-    for name, service in SERVICES.items():
-        if name != "redis":
-            assert service["environment"]["REDIS_URL"] == PASSWORD_URL, name
+    for name in OURS:
+        assert SERVICES[name]["environment"]["REDIS_URL"] == PASSWORD_URL, name
     example = (ROOT / ".env.example").read_text()
     assert "\nREDIS_PASSWORD=" in example
     assert ".env" in (ROOT / ".gitignore").read_text().split()
@@ -194,3 +199,76 @@ def test_the_cluster_api_checks_tokens_and_is_healthy_only_when_every_partition_
     assert "readyz" in api["healthcheck"]["test"][-1]
     assert CLUSTER["demo"]["depends_on"] == {"api": {"condition": "service_healthy"}}
     assert "\nCLUSTER_PARTITIONS=" in (ROOT / ".env.example").read_text()
+
+
+# -- metrics: Prometheus and Grafana ----------------------------------------------------
+
+PROMETHEUS = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+GRAFANA = ROOT / "deploy/grafana"
+WORKERS = ("projector", "payment_worker", "inventory_worker", "gateway")
+
+
+def known_metrics() -> set[str]:
+    """Every metric family the code defines: what a dashboard may ask for."""
+    import gateway.metrics  # noqa: F401  (each defines its metrics when imported)
+    import order_api.metrics  # noqa: F401
+    import status_projector.metrics  # noqa: F401
+    from prometheus_client import REGISTRY
+
+    from streams.metrics import flow_families
+
+    return ({family.name for family in REGISTRY.collect()}
+            | {family.name for family in flow_families([], lambda name: (name, ""))})
+
+
+@pytest.mark.parametrize("file", ["docker-compose.yml", "docker-compose.cluster.yml"])
+def test_prometheus_scrapes_the_api_and_every_replica_of_every_worker(file: str) -> None:
+    services = yaml.safe_load((ROOT / file).read_text())["services"]
+    jobs = {job["job_name"]: job for job in PROMETHEUS["scrape_configs"]}
+    assert jobs["api"]["static_configs"][0]["targets"] == ["api:8000"]
+    assert jobs["api"]["metrics_path"] == "/metrics"
+    for name in WORKERS:
+        env = services[name]["environment"]
+        # Each replica serves its metrics inside compose's network; no host port to clash.
+        assert env["METRICS_PORT"] == "9100" and env["METRICS_HOST"] == "0.0.0.0"
+        [found] = jobs[name]["dns_sd_configs"]  # by DNS: every replica of a scaled service
+        assert found == {"names": [name], "type": "A", "port": 9100}
+    prometheus = services["prometheus"]
+    assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus[
+        "volumes"]
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
+
+
+@pytest.mark.parametrize("file", ["docker-compose.yml", "docker-compose.cluster.yml"])
+def test_grafana_is_provisioned_with_prometheus_and_the_shops_dashboard(file: str) -> None:
+    grafana = yaml.safe_load((ROOT / file).read_text())["services"]["grafana"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    assert mounts["/var/lib/grafana/dashboards"] == "./deploy/grafana/dashboards"
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith(
+        "${GRAFANA_ADMIN_PASSWORD:?")
+    assert "GRAFANA_ADMIN_PASSWORD=" in (ROOT / ".env.example").read_text()
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    [source] = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())[
+        "datasources"]
+    assert source["url"] == "http://prometheus:9090" and source["uid"] == "prometheus"
+    [provider] = yaml.safe_load((GRAFANA / "provisioning/dashboards/shop.yml").read_text())[
+        "providers"]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_every_panel_of_the_dashboard_asks_for_metrics_the_code_serves() -> None:
+    dashboard = json.loads((GRAFANA / "dashboards/shop.json").read_text())
+    known = known_metrics()
+    asked = set()
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "prometheus"
+        for target in panel["targets"]:
+            for name in re.findall(r"\b((?:shop|streams|gateway)_[a-z_]+)", target["expr"]):
+                asked.add(name)
+                base = re.sub(r"_(total|bucket|count|sum)$", "", name)
+                assert base in known, f"{panel['title']}: {name} is no metric of ours"
+    # Every family of ours is on a panel.
+    assert {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in asked} >= {
+        n for n in known if n.startswith(("shop_", "streams_", "gateway_"))} - {
+        "gateway_endpoint_requests"}
