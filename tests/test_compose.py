@@ -210,11 +210,11 @@ WORKERS = ("projector", "payment_worker", "inventory_worker", "gateway")
 
 def known_metrics() -> set[str]:
     """Every metric family the code defines: what a dashboard may ask for."""
+    from prometheus_client import REGISTRY
+
     import gateway.metrics  # noqa: F401  (each defines its metrics when imported)
     import order_api.metrics  # noqa: F401
     import status_projector.metrics  # noqa: F401
-    from prometheus_client import REGISTRY
-
     from streams.metrics import flow_families
 
     return ({family.name for family in REGISTRY.collect()}

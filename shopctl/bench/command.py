@@ -46,6 +46,9 @@ def add_parser(commands: Any) -> None:
                        help="--cluster: how many times the two systems take turns (2)")
     bench.add_argument("--no-compare-auth", dest="compare_auth", action="store_false",
                        help="skip the second system without authentication (what tokens cost)")
+    bench.add_argument("--no-compare-telemetry", dest="compare_telemetry", action="store_false",
+                       help="skip the systems with metrics off, and with tracing on (to a "
+                       "local OTLP sink): what metrics and traces cost")
     bench.add_argument("--out", type=Path, default=Path("bench-results"),
                        help="where to write JSON and the chart (bench-results/)")
     bench.add_argument("--log-level", default="WARNING",
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         duration_s=args.duration, api_url=args.api_url, redis_url=args.redis_url,
         out=args.out, runner_events=args.runner_events, scarce=args.scarce,
         log_level=args.log_level, launcher_args=args.launcher_args, partitions=args.partitions,
-        compare_auth=args.compare_auth, token=args.token, abuse=args.abuse, cluster=args.cluster,
+        compare_auth=args.compare_auth, compare_telemetry=args.compare_telemetry,
+        token=args.token, abuse=args.abuse, cluster=args.cluster,
         rounds=args.rounds,
         abuse_slow=args.abuse_slow, abuse_uploads=args.abuse_uploads,
         abuse_upload_mb=args.abuse_upload_mb, abuse_flood=args.abuse_flood,

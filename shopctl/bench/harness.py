@@ -40,6 +40,7 @@ class Options:
     # Run saturation and steady again on a system with --no-auth: what
     # authentication costs, in the same run.
     compare_auth: bool = True
+    compare_telemetry: bool = True
     token: str | None = None  # with api_url: an operator token of that system
     # shopctl bench --cluster: saturation and steady on a local cluster beside
     # one server, the same partitions (shopctl.bench.cluster)

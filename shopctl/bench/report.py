@@ -67,6 +67,28 @@ def table(results: dict[str, Any]) -> str:
         for label, on, without in pairs:
             ratio = f" (with ÷ without = {on / without:.2f})" if on and without else ""
             lines.append(f"  {label}: {on} with, {without} without{ratio}")
+    if telemetry := results.get("telemetry"):
+        lines += ["", "metrics and traces, same run (steady at the first system's rate; "
+                  "ratios to the default):"]
+        compared: list[tuple[str, ...]] = [
+            ("system", "settled/s", "steady POST→final p50/p99 ms",
+             "CPU ms/order: API, workers")]
+        default = next(iter(telemetry.values()))["saturation"]["settled_per_s"]
+        for label, phases in telemetry.items():
+            s, st = phases["saturation"], phases["steady"]
+            cpu = s.get("cpu_ms_per_order", {})
+            workers = sum(ms for name, ms in cpu.items()
+                          if name.startswith(("payment", "inventory", "projector")))
+            final = st["post_to_final_ms"]
+            compared.append((label, f"{s['settled_per_s']} ({s['settled_per_s'] / default:.2f})",
+                         f"{final.get('p50')} / {final.get('p99')}",
+                         f"{cpu.get('api')}, {workers:.3f}"))
+        widths = [max(len(row[i]) for row in compared) for i in range(len(compared[0]))]
+        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                  .rstrip() for row in compared]
+        if exports := telemetry.get("metrics and tracing on", {}).get("otlp_exports"):
+            lines.append(f"  spans exported: {exports['requests']} OTLP/HTTP requests, "
+                         f"{exports['mb']} MB")
     if sweep := results.get("partitions"):
         lines += ["", "partitions on one server, same run (steady at the first system's rate):"]
         sweep_rows: list[tuple[str, ...]] = [

@@ -15,9 +15,12 @@ Phases, each printed as it ends:
 5. ``runner``: the consumer runner alone, events/s in one process, with a
    no-op handler and with the real payment handler.
 
-Then saturation and steady again on a system without authentication, and on
-a system of each further partition count (``--partitions``), the last of them
-also with two replicas of each worker; steady at the first system's rate.
+Then saturation and steady again on a system without authentication; on one
+with metrics off (``METRICS=false``) and one with tracing on too, its spans
+exported over OTLP/HTTP to a local sink (``shopctl.bench.otlp_sink``): what
+metrics and traces cost; and on a system of each further partition count
+(``--partitions``), the last of them also with two replicas of each worker;
+steady at the first system's rate.
 
 POST-to-final is the time from sending the order to the projector marking it
 final, by the same machine's clock (the order's ``updated_ms``).
@@ -308,6 +311,8 @@ class Bench:
             await r.aclose()  # type: ignore[attr-defined]
         if o.compare_auth and not o.api_url:
             await self.without_auth(rate)
+        if o.compare_telemetry and not o.api_url:
+            await self.telemetry(rate)
         if not o.api_url:
             await self.partition_sweep(rate)
         self.results["peak_rss_mb"] = self.results.get("peak_rss_mb", {}) | {
@@ -334,6 +339,33 @@ class Bench:
         self.results["without_auth"] = {
             phase: self.results[phase] for phase in ("saturation", "steady")}
         self.results.update(with_auth)
+
+    async def telemetry(self, rate: float) -> None:
+        """Saturation and steady (at the same rate) on a system with metrics off,
+        and on one with metrics and tracing on (every hop a span, exported over
+        OTLP/HTTP to a local sink): ``results["telemetry"]``, beside the first
+        system's (metrics on, tracing off: the default)."""
+        from shopctl.bench import otlp_sink
+
+        measured = {phase: self.results[phase] for phase in ("saturation", "steady")}
+        found = {"metrics on, tracing off (the default)": measured}
+        first = ["--partitions", str(self.options.partitions[0])]
+        with otlp_sink.running() as (endpoint, sink):
+            systems = [("metrics off", {"METRICS": "false"}),
+                       ("metrics and tracing on", {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})]
+            for label, env in systems:
+                self.say(f"{label} ({', '.join(f'{k}={v}' for k, v in env.items())}), "
+                         "the same phases:")
+                with self.system(*first, env=env) as (api_url, redis_url, launcher, data_dir):
+                    r, host, port = await self.open(api_url, redis_url, launcher, data_dir)
+                    await self.saturation(host, port, r)
+                    await self.steady(host, port, r, rate)
+                    await r.aclose()  # type: ignore[attr-defined]
+                found[label] = {phase: self.results[phase] for phase in ("saturation", "steady")}
+            found["metrics and tracing on"]["otlp_exports"] = {
+                "requests": sink.requests, "mb": round(sink.bytes / 1e6, 1)}
+        self.results["telemetry"] = found
+        self.results.update(measured)
 
     async def partition_sweep(self, rate: float) -> None:
         """Saturation and steady (at ``rate``) on a fresh system of each further
@@ -426,6 +458,7 @@ class Bench:
 
     @contextmanager
     def system(self, *extra: str, cluster_port: int | None = None,
+               env: dict[str, str] | None = None,
                ) -> Iterator[tuple[str, str, int | None, Path | None]]:
         """The system under test: its API, its Redis, the launcher's pid and its
         data folder (None for a running system); with ``cluster_port``, on a
@@ -442,13 +475,16 @@ class Bench:
             args = [sys.executable, "-m", "shopctl", "up", "--no-demo", "--data-dir", data,
                     "--redis-port", str(redis_port), "--api-port", str(api_port),
                     *o.launcher_args, *extra]
-            env = {"LOG_LEVEL": o.log_level, "NO_COLOR": "1"}
-            with process(args, env) as launcher:
+            # Metrics on free ports: a shop of yours may hold 9100 and up.
+            given = {"LOG_LEVEL": o.log_level, "NO_COLOR": "1",
+                     "METRICS_PORT": str(free_port())} | (env or {})
+            with process(args, given) as launcher:
                 api_url = f"http://127.0.0.1:{api_port}"
                 wait_http(f"{api_url}/readyz", timeout_s=90)
                 self.say(f"system     API {api_url}, Redis on port {redis_port}, "
                          f"{' '.join([*o.launcher_args, *extra]) or 'one worker of each kind'}, "
-                         f"LOG_LEVEL={o.log_level}")
+                         f"LOG_LEVEL={o.log_level}"
+                         + "".join(f", {k}={v}" for k, v in (env or {}).items()))
                 url = (f"redis://127.0.0.1:{cluster_port}" if cluster_port is not None else
                        f"redis://127.0.0.1:{redis_port}/0")
                 yield api_url, url, launcher.pid, Path(data)
