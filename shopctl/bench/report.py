@@ -68,12 +68,13 @@ def table(results: dict[str, Any]) -> str:
             ratio = f" (with ÷ without = {on / without:.2f})" if on and without else ""
             lines.append(f"  {label}: {on} with, {without} without{ratio}")
     if telemetry := results.get("telemetry"):
-        lines += ["", "metrics and traces, same run (steady at the first system's rate; "
-                  "ratios to the default):"]
+        lines += ["", "metrics and traces, three fresh systems one after the other, same run "
+                  "(steady at the first system's rate; ratios to the default):"]
         compared: list[tuple[str, ...]] = [
             ("system", "settled/s", "steady POST→final p50/p99 ms",
              "CPU ms/order: API, workers")]
-        default = next(iter(telemetry.values()))["saturation"]["settled_per_s"]
+        default = telemetry["metrics on, tracing off (the default)"]["saturation"][
+            "settled_per_s"]
         for label, phases in telemetry.items():
             s, st = phases["saturation"], phases["steady"]
             cpu = s.get("cpu_ms_per_order", {})
