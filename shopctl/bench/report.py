@@ -68,7 +68,7 @@ def table(results: dict[str, Any]) -> str:
             ratio = f" (with ÷ without = {on / without:.2f})" if on and without else ""
             lines.append(f"  {label}: {on} with, {without} without{ratio}")
     if telemetry := results.get("telemetry"):
-        lines += ["", "metrics and traces, three fresh systems one after the other, same run "
+        lines += ["", "metrics and traces, fresh systems one after the other, same run "
                   "(steady at the first system's rate; ratios to the default):"]
         compared: list[tuple[str, ...]] = [
             ("system", "settled/s", "steady POST→final p50/p99 ms",
@@ -87,9 +87,10 @@ def table(results: dict[str, Any]) -> str:
         widths = [max(len(row[i]) for row in compared) for i in range(len(compared[0]))]
         lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
                   .rstrip() for row in compared]
-        if exports := telemetry.get("metrics and tracing on", {}).get("otlp_exports"):
-            lines.append(f"  spans exported: {exports['requests']} OTLP/HTTP requests, "
-                         f"{exports['mb']} MB")
+        for label, phases in telemetry.items():
+            if exports := phases.get("otlp_exports"):
+                lines.append(f"  {label}: spans exported in {exports['requests']} OTLP/HTTP "
+                             f"requests, {exports['mb']} MB")
     if sweep := results.get("partitions"):
         lines += ["", "partitions on one server, same run (steady at the first system's rate):"]
         sweep_rows: list[tuple[str, ...]] = [

@@ -341,22 +341,28 @@ class Bench:
         self.results.update(with_auth)
 
     async def telemetry(self, rate: float) -> None:
-        """Saturation and steady (at the same rate) on three fresh systems, one
-        after the other: metrics off, the default (metrics on, tracing off), and
-        metrics and tracing on (every hop a span, exported over OTLP/HTTP to a
-        local sink): ``results["telemetry"]``. The default is measured again
-        here, beside the others, rather than taken from the first system: a
-        system started minutes earlier ran on a machine that has drifted since."""
+        """Saturation and steady (at the same rate) on fresh systems, one after
+        the other: metrics off, the default (metrics on, tracing off), metrics
+        and tracing on (every hop a span, exported over OTLP/HTTP to a local
+        sink), and tracing with one trace in ten sampled: ``results["telemetry"]``.
+        The default is measured again here, beside the others, rather than
+        taken from the first system: a system started minutes earlier ran on a
+        machine that has drifted since."""
         from shopctl.bench import otlp_sink
 
         measured = {phase: self.results[phase] for phase in ("saturation", "steady")}
         found: dict[str, Any] = {}
         first = ["--partitions", str(self.options.partitions[0])]
         with otlp_sink.running() as (endpoint, sink):
+            sampled = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                       "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                       "OTEL_TRACES_SAMPLER_ARG": "0.1"}
             systems = [("metrics off", {"METRICS": "false"}),
                        ("metrics on, tracing off (the default)", {}),
-                       ("metrics and tracing on", {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})]
+                       ("metrics and tracing on", {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}),
+                       ("tracing on, 1 trace in 10 sampled", sampled)]
             for label, env in systems:
+                before = (sink.requests, sink.bytes)
                 self.say(f"{label}"
                          + (f" ({', '.join(f'{k}={v}' for k, v in env.items())})" if env else "")
                          + ", the same phases:")
@@ -366,8 +372,10 @@ class Bench:
                     await self.steady(host, port, r, rate)
                     await r.aclose()  # type: ignore[attr-defined]
                 found[label] = {phase: self.results[phase] for phase in ("saturation", "steady")}
-            found["metrics and tracing on"]["otlp_exports"] = {
-                "requests": sink.requests, "mb": round(sink.bytes / 1e6, 1)}
+                if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
+                    found[label]["otlp_exports"] = {
+                        "requests": sink.requests - before[0],
+                        "mb": round((sink.bytes - before[1]) / 1e6, 1)}
         self.results["telemetry"] = found
         self.results.update(measured)
 
