@@ -32,8 +32,16 @@ def serve(host: str, port: int, secret: str | None, fail: int) -> ThreadingHTTPS
             pass
 
         def do_POST(self) -> None:  # noqa: N802  # the stdlib's name
-            body = self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 1 << 20))
             key = self.headers.get("Idempotency-Key", "")
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 1 << 20:
+                self.close_connection = True
+                self._answer(413, f"refused {key}: {length} bytes is over 1 MiB")
+                return
+            body = self.rfile.read(length)
+            if len(body) < length:  # cut off (the sender died): not taken, it comes again
+                self.close_connection = True
+                return
             signature = self.headers.get("X-Shop-Signature", "")
             if secret is not None and not verify(secret, signature, body):
                 self._answer(401, f"refused {key}: bad or missing signature")

@@ -226,6 +226,9 @@ def run_server(app: Any, settings: ApiSettings) -> None:
         loop="auto",
         http=protocol_for(settings),
         timeout_keep_alive=settings.api_keepalive_timeout_s,
+        # An open dashboard is an endless response: at a stop, requests in flight
+        # get this long to finish, then the streams are cut.
+        timeout_graceful_shutdown=5,
         log_config=None,  # our handler, our format
         access_log=False,
     )

@@ -67,6 +67,9 @@ class Receiver:
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if len(body) < length:  # the sender died mid-request: nothing arrived
+                    self.close_connection = True
+                    return
                 request = Got(self.command, self.path, dict(self.headers), body,
                               time.monotonic())
                 with receiver.lock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -253,3 +254,33 @@ def test_the_example_receiver_checks_signatures_and_takes_a_key_once(
         "refused k-1: bad or missing signature",
         "order ord_1 completed (key k-1, attempt 1, signature ok)",
         "order ord_1 completed (key k-1, attempt 1, signature ok): again, already taken"]
+
+
+def test_the_example_receiver_takes_nothing_from_a_request_cut_off_mid_body(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A gateway killed while it sends leaves half a request: the receiver must
+    not take its key, or the whole delivery that follows would be 'again'."""
+    server = serve("127.0.0.1", 0, None, fail=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    body = json.dumps({"order_id": "ord_1", "status": "completed"}).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as cut:
+            cut.sendall(b"POST /hooks HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k-1\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+            cut.shutdown(socket.SHUT_WR)  # and the sender is gone
+            assert cut.recv(100) == b""  # no answer: nothing was taken
+        answer = httpx2.post(f"http://127.0.0.1:{port}/hooks", content=body,
+                             headers={"Idempotency-Key": "k-1", "X-Shop-Attempt": "2"})
+        assert answer.status_code == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as big:
+            big.sendall(b"POST /hooks HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k-2\r\n"
+                        b"Content-Length: %d\r\n\r\n" % (2 << 20))  # refused before reading
+            assert big.recv(100).startswith(b"HTTP/1.0 413")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert capsys.readouterr().out.splitlines() == [
+        "order ord_1 completed (key k-1, attempt 2)",
+        f"refused k-2: {2 << 20} bytes is over 1 MiB"]
