@@ -341,3 +341,20 @@ def test_the_dashboard_page_is_public_and_its_data_an_operators(shop: Shop) -> N
         assert nobody.status_code == 401 and "token" in nobody.json()["detail"]
         customer = client.get("/dashboard/events", headers=token(shop, "alice"))
         assert customer.status_code == 403 and "operator" in customer.json()["detail"]
+
+
+@pytest.mark.unit
+def test_an_event_line_is_colored_by_what_it_means_on_a_terminal_only() -> None:
+    from shopctl import events
+
+    fields = {"type": "payment.failed", "order_id": "ord_1", "occurred_at": "2026-12-02T07:00:00Z",
+              "traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01",
+              "data": '{"reason":"insufficient_funds"}'}
+    record = events.entry("payments.failed", "1-0", fields, "order_id")
+    assert record["trace_id"] == "ab" * 16 and record["data"] == {"reason": "insufficient_funds"}
+    plain = events.line(record, "order_id")
+    colored = events.line(record, "order_id", color=True)
+    assert "\033[" not in plain and "order=ord_1" in plain
+    assert "\033[31mpayment.failed" in colored and colored.endswith(plain.split("order=")[1])
+    junk = events.entry("orders.created", "2-0", {"hello": "world"}, "order_id")
+    assert events.line(junk, "order_id", color=True).endswith('order=-  {"hello":"world"}')
