@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,19 @@ def configure(service: str, exporter: Any = None, *, environ: Mapping[str, str] 
     provider.add_span_processor(BatchSpanProcessor(exporter) if batch
                                 else SimpleSpanProcessor(exporter))
     _tracer, _provider = provider.get_tracer("streams"), provider
+    where = (environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+             or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     log.info("tracing: spans of %s exported to %s", service,
-             environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-             or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or type(exporter).__name__)
+             _shown(where) if where else type(exporter).__name__)
     return True
+
+
+def _shown(url: str) -> str:
+    """An endpoint fit for a log line: no credentials, no query (either may
+    hold a key)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def shutdown() -> None:

@@ -358,3 +358,18 @@ def test_an_event_line_is_colored_by_what_it_means_on_a_terminal_only() -> None:
     assert "\033[31mpayment.failed" in colored and colored.endswith(plain.split("order=")[1])
     junk = events.entry("orders.created", "2-0", {"hello": "world"}, "order_id")
     assert events.line(junk, "order_id", color=True).endswith('order=-  {"hello":"world"}')
+
+
+@pytest.mark.unit
+def test_the_exporters_address_is_logged_without_its_secrets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="streams.tracing")
+    try:
+        assert tracing.configure("payment", InMemorySpanExporter(), environ={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "https://me:s3cret@otel.example.com:4318?key=k3y"})
+    finally:
+        tracing.shutdown()
+    assert "spans of payment exported to https://otel.example.com:4318" in caplog.text
+    assert "s3cret" not in caplog.text and "k3y" not in caplog.text
+    assert not tracing.configure("payment", environ={})  # no endpoint: off
