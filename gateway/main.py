@@ -30,7 +30,7 @@ from gateway.subscriptions import Subscriber
 from order_api.server import GuardedHttpTools
 from shop import keys
 from shop.topology import FORWARDER_GROUP, SHOP
-from streams import logs, metrics, retention, tracing
+from streams import logs, metrics, recovery, retention, tracing
 from streams.connection import connect_async, redacted
 from streams.envelope import new_id
 from streams.nodes import TRANSIENT
@@ -97,9 +97,8 @@ async def serve(config: GatewayConfig, settings: WorkerSettings, measured: bool 
     # Each forwarder holds a connection in its blocking read: the proxies get their own.
     redis = connect_async(settings.redis_target, cluster=settings.cluster,
                           max_connections=32 + len(forwarding))
-    await check_partitions_async(redis, topology)
     runtime = Runtime(config, redis, topology)
-    await _register(runtime)
+    await _until_ready(runtime)
     stopping = asyncio.Event()
     client = None
     if config.subscriptions or config.stores:  # the bus's consumers are synchronous
@@ -165,6 +164,24 @@ def _trimmer(client: Any, topology: Topology, retention_s: float) -> Trim | None
             await asyncio.to_thread(retention.trim, client, stores, [stream], retention_s)
 
     return trim
+
+
+async def _until_ready(runtime: Runtime) -> None:
+    """Check the partition count and register, waiting out a Redis that is
+    down or still loading its data (as a worker does at its start), rather than
+    dying with a traceback for the launcher to start again."""
+    outage: recovery.Outage | None = None
+    while True:
+        try:
+            await check_partitions_async(runtime.redis, runtime.topology)
+            await _register(runtime)
+        except TRANSIENT as exc:
+            outage = outage or recovery.Outage("gateway", exc)
+            await asyncio.sleep(outage.next_delay())
+            continue
+        if outage:
+            outage.over()
+        return
 
 
 async def _register(runtime: Runtime) -> None:

@@ -358,7 +358,8 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
                 f"{len(wanted) - len(delivered)} not delivered; the receiver saw "
                 f"{len(hooks.seen)} request(s), took {len(hooks.got)}; the gateway said:\n"
                 + "\n".join([line for line in shop.lines if "gateway" in line][-30:])
-                + f"\nits store: {[(s, r.xinfo_groups(s)) for s in stores]}")
+                + f"\nits store: {[(s, r.xinfo_groups(s)) for s in stores]}\n"
+                + "\n".join(undelivered(r, t, sorted(wanted.keys() - delivered.keys()))))
             time.sleep(0.1)
         assert delivered == wanted
         by_key: dict[str, set[bytes]] = {}
@@ -399,6 +400,29 @@ def test_kill_anything_at_any_moment_and_the_books_still_balance(
             f"{len(hooks.got)} webhooks for {ORDERS + 2} final statuses ({repeated} again "
             "under their key after the gateway's kills); every invariant holds"
         )
+
+
+def undelivered(r: redis.Redis, t: Topology, order_ids: list[str]) -> list[str]:
+    """Where each order's final event went: its entry, whether the gateway's
+    subscription still holds it, whether its store took its message."""
+    said = []
+    for order_id in order_ids[:10]:
+        tag = t.tag_of(order_id)
+        history = [json.loads(h) for h in r.hvals(keys.order_history(order_id, tag))]
+        final = [h for h in history if h["type"] in ("inventory.reserved", "payment.refunded",
+                                                        "payment.failed")]
+        for h in final:
+            pending = r.xpending_range(h["stream"], "gateway.final-statuses", h["entry_id"],
+                                       h["entry_id"], 1)
+            groups = {g["name"]: g["last-delivered-id"] for g in r.xinfo_groups(h["stream"])}
+            stored = r.zscore(keys.store_seen(f"gateway.hooks{tag}"), h["event_id"])
+            said.append(f"{order_id}: {h['type']} {h['stream']} {h['entry_id']} "
+                        f"event {h['event_id']}; pending in the subscription: {pending}; "
+                        f"its last delivered: {groups.get('gateway.final-statuses')}; "
+                        f"stored: {stored}")
+        if not final:
+            said.append(f"{order_id}: no final event in its history {history}")
+    return said
 
 
 def webhooks(receiver: Receiver) -> dict[str, str]:

@@ -250,3 +250,34 @@ def test_the_stores_are_registered_for_the_operators(redis_server: RedisServer,
         assert json.loads(real.hget(keys.gateway_endpoints(), "test/r0"))["state"] == "active"
 
     with_gateway(redis_server, gateway(["http://127.0.0.1:9"]), 1, test)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(30)
+def test_a_gateway_started_before_its_redis_waits_for_it_instead_of_dying(
+        tmp_path: Any) -> None:
+    """Started while Redis is down (or loading its data after a crash), the
+    gateway waits, then checks the partitions and registers its stores: no
+    traceback for the launcher to start again."""
+    from gateway.main import _until_ready
+    from shopctl.redis_server import free_port
+
+    port = free_port()
+    server = RedisServer(port, tmp_path, aof=False)
+
+    async def run() -> None:
+        client = redis.asyncio.Redis(port=port, decode_responses=True)
+        runtime = Runtime(gateway(["http://127.0.0.1:9/none"]), client, SHOP)
+        waiting = asyncio.create_task(_until_ready(runtime))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # nothing to talk to yet: it waits
+        await asyncio.to_thread(server.start)
+        await asyncio.wait_for(waiting, 20)
+        assert await client.smembers(keys.gateway_stores()) == {store_stream("hooks")}
+        await runtime.aclose()
+        await client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.stop()
