@@ -427,6 +427,8 @@ def undelivered(r: redis.Redis, t: Topology, order_ids: list[str]) -> list[str]:
                         f"stored: {stored}")
         if not final:
             said.append(f"{order_id}: no final event in its history {history}")
+    dead = Counter(f.get("group") for stream in t.dead_streams() for _, f in r.xrange(stream))
+    said.append(f"dead letters by group now: {dict(dead)}")
     return said
 
 
