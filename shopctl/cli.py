@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import redis.exceptions
+
 from access import tokens
 from shop.topology import SHOP, with_gateway_stores
 from shopctl import demo
@@ -195,6 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     bench_command.add_parser(commands)
 
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except redis.exceptions.ConnectionError as exc:
+        print(f"shopctl {args.command}: Redis does not answer ({exc}); is the shop running? "
+              "Say where it is with --redis-url or REDIS_URL", file=sys.stderr)
+        return 1
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "bench":
         return bench_command.run(args)
     if args.command == "scenario":

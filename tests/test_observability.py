@@ -373,3 +373,15 @@ def test_the_exporters_address_is_logged_without_its_secrets(
     assert "spans of payment exported to https://otel.example.com:4318" in caplog.text
     assert "s3cret" not in caplog.text and "k3y" not in caplog.text
     assert not tracing.configure("payment", environ={})  # no endpoint: off
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("command", [["lag"], ["events"], ["events", "--follow"]])
+def test_the_command_line_says_when_redis_does_not_answer(
+    command: list[str], capsys: pytest.CaptureFixture[str],
+) -> None:
+    from shopctl.cli import main
+
+    assert main([*command, "--redis-url", "redis://127.0.0.1:1/0"]) == 1
+    said = capsys.readouterr().err
+    assert f"shopctl {command[0]}: Redis does not answer" in said and "--redis-url" in said
