@@ -70,23 +70,15 @@ def table(results: dict[str, Any]) -> str:
     if telemetry := results.get("telemetry"):
         lines += ["", "metrics and traces, fresh systems one after the other, same run "
                   "(steady at the first system's rate; ratios to the default):"]
-        compared: list[tuple[str, ...]] = [
-            ("system", "settled/s", "steady POST→final p50/p99 ms",
-             "CPU ms/order: API, workers")]
         default = telemetry["metrics on, tracing off (the default)"]["saturation"][
             "settled_per_s"]
+        compared: list[tuple[str, ...]] = [
+            ("system", "settled/s", "steady POST→final p50/p99 ms", "CPU ms/order: API, workers")]
         for label, phases in telemetry.items():
-            s, st = phases["saturation"], phases["steady"]
-            cpu = s.get("cpu_ms_per_order", {})
-            workers = sum(ms for name, ms in cpu.items()
-                          if name.startswith(("payment", "inventory", "projector")))
-            final = st["post_to_final_ms"]
+            s, final, cpu = _system(phases)
             compared.append((label, f"{s['settled_per_s']} ({s['settled_per_s'] / default:.2f})",
-                         f"{final.get('p50')} / {final.get('p99')}",
-                         f"{cpu.get('api')}, {workers:.3f}"))
-        widths = [max(len(row[i]) for row in compared) for i in range(len(compared[0]))]
-        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                  .rstrip() for row in compared]
+                             final, f"{cpu.get('api')}, {_workers_ms(cpu):.3f}"))
+        lines += _columns(compared)
         for label, phases in telemetry.items():
             if exports := phases.get("otlp_exports"):
                 lines.append(f"  {label}: spans exported in {exports['requests']} OTLP/HTTP "
@@ -97,19 +89,34 @@ def table(results: dict[str, Any]) -> str:
             ("system", "settled/s", "steady POST→final p50/p99 ms", "Redis calls/order",
              "CPU ms/order: API, workers, Redis")]
         for label, phases in sweep.items():
-            s, st = phases["saturation"], phases["steady"]
-            cpu = s.get("cpu_ms_per_order", {})
-            workers = sum(ms for name, ms in cpu.items()
-                          if name.startswith(("payment", "inventory", "projector")))
-            final = st["post_to_final_ms"]
+            s, final, cpu = _system(phases)
             sweep_rows.append((
-                label, f"{s['settled_per_s']}", f"{final.get('p50')} / {final.get('p99')}",
+                label, f"{s['settled_per_s']}", final,
                 f"{sum(s.get('redis_calls_per_order', {}).values()):.2f}",
-                f"{cpu.get('api')}, {workers:.3f}, {cpu.get('redis')}"))
-        widths = [max(len(row[i]) for row in sweep_rows) for i in range(len(sweep_rows[0]))]
-        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                  .rstrip() for row in sweep_rows]
+                f"{cpu.get('api')}, {_workers_ms(cpu):.3f}, {cpu.get('redis')}"))
+        lines += _columns(sweep_rows)
     return "\n".join(lines)
+
+
+def _system(phases: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, float]]:
+    """A compared system's saturation, its steady POST→final p50 / p99, its CPU per order."""
+    final = phases["steady"]["post_to_final_ms"]
+    saturation = phases["saturation"]
+    return (saturation, f"{final.get('p50')} / {final.get('p99')}",
+            saturation.get("cpu_ms_per_order", {}))
+
+
+def _workers_ms(cpu: dict[str, float]) -> float:
+    """The workers' CPU per order, every replica's together."""
+    return sum(ms for name, ms in cpu.items()
+               if name.startswith(("payment", "inventory", "projector")))
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as indented, aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
 
 
 def save(results: dict[str, Any], series: dict[str, list[float]], out: Path) -> list[Path]:
