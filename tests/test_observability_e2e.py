@@ -155,15 +155,17 @@ def test_the_command_line_reads_the_streams_and_places_and_watches_orders(shop: 
     assert len({r["trace_id"] for r in records}) == 1  # one trace
     assert records[0]["data"]["total_cents"] == 2 * 2400 + 1200
 
-    # Following: what is added after it starts, as it comes.
+    # Following: what is added after it starts, as it comes. Its first line, the
+    # newest entry, says it has noted where it follows from.
     follower = subprocess.Popen(
-        [sys.executable, "-m", "shopctl", "events", "--follow", "--limit", "0", "--stream",
+        [sys.executable, "-m", "shopctl", "events", "--follow", "--limit", "1", "--stream",
          "orders.created"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=os.environ | shop.env())
     try:
-        time.sleep(1.5)  # it is reading
-        later = shop.place(item2=1)
         assert follower.stdout is not None
+        newest = follower.stdout.readline()
+        assert "order.created" in newest, newest
+        later = shop.place(item2=1)
         line = follower.stdout.readline()
         assert f"order={later}" in line and "order.created" in line, line
     finally:
