@@ -40,7 +40,16 @@ async def ensure(r: Any, data_dir: Path, customers: list[str]) -> dict[str, str]
             token, _ = await tokens.create(
                 r, topology, "operator" if who == OPERATOR else "customer", name=name,
                 customer_id=None if who == OPERATOR else who)
-            path.write_text(token + "\n")
-            os.chmod(path, 0o600)  # a secret: the owner's only
+            write_secret(path, token)
         found[who] = token
     return found
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a reader never finds it empty or
+    half written), readable by its owner only from its first byte."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+    os.replace(partial, path)

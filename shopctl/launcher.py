@@ -368,8 +368,7 @@ class Launcher:
         path = demo_tokens.folder(self.settings.data_dir) / "webhook-secret"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32) + "\n")
-            os.chmod(path, 0o600)
+            demo_tokens.write_secret(path, secrets.token_urlsafe(32))
         return path.read_text().strip()
 
     def _wait_for_gateway(self, timeout_s: float = 30.0) -> None:

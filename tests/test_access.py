@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -415,3 +416,15 @@ def test_a_body_over_the_limit_is_413_whether_declared_or_streamed(
     assert streamed.status_code == 413, streamed.text
     assert "API_MAX_BODY_BYTES" in streamed.json()["detail"]
     assert shop.r.zcard(keys.orders_index()) == 0
+
+
+@pytest.mark.unit
+def test_a_secret_file_is_written_whole_and_private(tmp_path: Path) -> None:
+    from access.demo import write_secret
+
+    path = tmp_path / "operator"
+    write_secret(path, "shop_one")
+    write_secret(path, "shop_two")  # replaced whole
+    assert path.read_text() == "shop_two\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["operator"]  # no partial file left
